@@ -1,0 +1,20 @@
+"""Compress (and fine-tune) a trained model: `python compress.py compression.ratio=0.9`."""
+from dlas.cli import entry
+from dlas.config import build
+from dlas.stages.compress import compressed_model
+
+
+def run(cfg, sweep=None):
+    datamodule = build(cfg, "dataset")
+    _, m = compressed_model(cfg, datamodule, force=cfg.force)
+    print(f"compressed {cfg.model.name} with {cfg.compression.name}: "
+          f"acc {m['accuracy_trained']:.4f} -> {m['accuracy_compressed']:.4f}, "
+          f"sparsity {m['weight_sparsity']:.3f}, {m['size_bytes'] / 2**20:.2f} MiB, "
+          f"{m['macs'] / 1e6:.1f} MMACs{' (reused)' if m['compress_reused'] else ''}", flush=True)
+    return m
+
+
+main = entry("compress", run)
+
+if __name__ == "__main__":
+    main()

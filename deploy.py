@@ -1,0 +1,14 @@
+"""Compile and measure points of the stack: `python deploy.py [-m] layer=value ...`."""
+from dlas.cli import entry
+from dlas.stages.deploy import deploy
+from dlas.sweep import run_point
+
+
+def run(cfg, sweep=None):
+    return run_point(cfg, deploy, sweep=sweep, raise_on_failure=sweep is None)
+
+
+main = entry("deploy", run)
+
+if __name__ == "__main__":
+    main()

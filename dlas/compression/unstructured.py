@@ -1,0 +1,57 @@
+"""Unstructured magnitude pruning: zero the smallest weights, keep the dense shapes."""
+from __future__ import annotations
+
+from numbers import Real
+
+import torch.nn as nn
+from torch.nn.utils import prune
+
+from dlas.errors import DLASError
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+SCOPES = ("global", "layer")
+
+
+def check_ratio(ratio, what: str = "compression.ratio") -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, Real):
+        raise DLASError(what, ratio, "a number in [0, 1)", reason="not a number", layer="compression")
+    if not 0 <= ratio < 1:
+        raise DLASError(what, ratio, "a number in [0, 1)", reason="out of range", layer="compression")
+    return float(ratio)
+
+
+def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    return [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
+
+
+class UnstructuredPruning:
+    """L1-magnitude pruning of conv and linear weights, over the whole model or per layer.
+
+    `apply` installs torch's pruning masks, so fine-tuning keeps pruned weights at zero;
+    `finalize` bakes the zeros into plain weight tensors before export.
+    """
+
+    name = "unstructured"
+
+    def __init__(self, ratio: float = 0.5, scope: str = "global"):
+        self.ratio = check_ratio(ratio)
+        if scope not in SCOPES:
+            raise DLASError("compression scope", scope, SCOPES, layer="compression")
+        self.scope = scope
+
+    def apply(self, model: nn.Module, example=None) -> nn.Module:
+        params = prunable_weights(model)
+        if self.ratio == 0 or not params:
+            return model
+        if self.scope == "global":
+            prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=self.ratio)
+        else:
+            for module, attr in params:
+                prune.l1_unstructured(module, attr, amount=self.ratio)
+        return model
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        for module, attr in prunable_weights(model):
+            if prune.is_pruned(module) and hasattr(module, attr + "_mask"):
+                prune.remove(module, attr)
+        return model

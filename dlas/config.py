@@ -1,0 +1,33 @@
+"""Building objects from config nodes, with errors that name the layer and the bad value."""
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from dlas.errors import DLASError
+
+
+def build(cfg: DictConfig, group: str, **kwargs):
+    """`instantiate(cfg[group])`, re-raising a constructor's DLASError (or a config error) as
+    a DLASError of layer `group` instead of Hydra's wrapped exception."""
+    node = cfg[group]
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, DLASError):
+            cause.layer = cause.layer or group
+            raise cause from None
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise DLASError(group, node.get("name", node.get("_target_")) if isinstance(node, DictConfig)
+                        else node, reason=_one_line(detail), layer=group) from exc
+    except OmegaConfBaseException as exc:
+        raise DLASError(group, reason=_one_line(str(exc)), layer=group) from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]

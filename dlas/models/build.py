@@ -1,0 +1,36 @@
+"""Build a model of the model layer by name."""
+from __future__ import annotations
+
+from numbers import Integral
+from pathlib import Path
+
+import torch.nn as nn
+
+from dlas.errors import DLASError
+from dlas.models.registry import MODELS, SMALL_INPUT_MAX
+from dlas.models.weights import load_checkpoint, load_torchvision
+
+
+def _looks_like_path(weights: str) -> bool:
+    return any(sep in weights for sep in ("/", "\\", ".")) or Path(weights).expanduser().exists()
+
+
+def build(name: str, num_classes: int, image_size: int, weights: str | None = None) -> nn.Module:
+    """A torchvision `name` network with a `num_classes` head, adapted to small inputs
+    (image_size <= 64: CIFAR stems), with `weights` from a local state_dict checkpoint, a
+    torchvision weights name (DEFAULT, IMAGENET1K_V1, ...; ImageNet-sized only) or None
+    (random init). Returned in train mode, on CPU."""
+    if name not in MODELS:
+        raise DLASError("model.name", name, sorted(MODELS), reason="unknown model", layer="model")
+    for what, value, low in (("model.num_classes", num_classes, 1), ("model.image_size", image_size, 8)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise DLASError(what, value, f"an integer >= {low}", layer="model")
+    spec = MODELS[name]
+    small = image_size <= SMALL_INPUT_MAX
+    net = spec.build(int(num_classes), small)
+    if weights is None:
+        return net
+    weights = str(weights)
+    if _looks_like_path(weights):
+        return load_checkpoint(net, weights)
+    return load_torchvision(net, spec.tv_name, weights, int(num_classes), small)

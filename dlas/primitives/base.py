@@ -1,0 +1,63 @@
+"""What every conv2d primitive provides to the code generators.
+
+A primitive is one way of computing `relax.nn.conv2d` (direct loops, im2col GEMM, packed
+spatial tiles...) over one weight format (dense, csr, bsr). It contributes two things to a
+build: a Relax legalization that replaces each conv2d with its own TE compute, and the
+default (untuned) schedules for the PrimFuncs that compute produces. Tuned code generators
+use only the legalization and let MetaSchedule find the schedules.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tvm import relax
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.target import Target
+
+from dlas.errors import DLASError
+
+FORMATS = ("dense", "csr", "bsr")
+
+# annotations a primitive's TE compute puts on its block, so that its schedule rule can
+# find the block again after FuseOps/FuseTIR have merged it with its neighbours
+PRIMITIVE_KEY = "dlas.primitive"
+LAYOUT_KEY = "dlas.kernel_layout"
+
+# f(bb, call) -> Expr, the value type of LegalizeOps' customize_legalize_map
+LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]
+
+
+class Primitive:
+    """Base of the conv2d primitives; subclasses set `formats` and implement the two hooks.
+
+    name:               the config name (direct, gemm, spatial_pack)
+    format:             weight format, one of the subclass's `formats`
+    sparsity_threshold: a layer whose weight sparsity reaches this uses the sparse format
+                        (ignored for `dense`)
+    """
+
+    formats: tuple[str, ...] = ("dense",)
+
+    def __init__(self, name: str, format: str = "dense", sparsity_threshold: float = 0.5):
+        if format not in self.formats:
+            reason = ("not implemented for this primitive" if format in FORMATS
+                      else "unknown weight format")
+            raise DLASError("primitive.format", format, self.formats, reason=reason,
+                            layer="primitive")
+        threshold = float(sparsity_threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise DLASError("primitive.sparsity_threshold", sparsity_threshold,
+                            "a fraction in [0, 1]", layer="primitive")
+        self.name, self.format, self.sparsity_threshold = name, format, threshold
+
+    def legalize_map(self) -> dict[str, LegalizeFunc]:
+        """The `customize_legalize_map` for `relax.transform.LegalizeOps`."""
+        raise NotImplementedError
+
+    def schedule_rules(self, target: Target) -> list[ScheduleRule]:
+        """DLight rules giving this primitive's PrimFuncs their default schedule on `target`."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, "
+                f"sparsity_threshold={self.sparsity_threshold})")

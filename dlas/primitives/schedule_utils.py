@@ -1,0 +1,142 @@
+"""Small helpers shared by the default (DLight) schedule rules of primitives and codegen.
+
+Everything here works on an `s_tir.Schedule`; a helper that cannot apply raises the
+schedule's own error, and the rule that called it gives the function up (returns None).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width
+
+log = logging.getLogger(__name__)
+
+SBlockRV = s_tir.schedule.SBlockRV
+LoopRV = s_tir.schedule.LoopRV
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """SIMD lanes of `dtype_bits`-wide elements in one native vector register of `target`."""
+    bits = llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
+    return max(1, (bits if bits > 0 else 128) // dtype_bits)
+
+
+def vector_registers(target: Target) -> int:
+    """Architectural vector registers: 32 with AVX-512 (and on AArch64), else 16."""
+    wide = target.kind.name == "llvm" and llvm_get_vector_width(target) >= 512
+    arm = "aarch64" in str(target.attrs.get("mtriple", ""))
+    return 32 if wide or arm else 16
+
+
+def largest_divisor(n: int, cap: int) -> int:
+    """The largest divisor of `n` that is at most `cap` (at least 1)."""
+    for d in range(max(1, min(n, cap)), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def root_blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def block_name(sch: s_tir.Schedule, block: SBlockRV) -> str:
+    return sch.get(block).name_hint
+
+
+def iter_kinds(sch: s_tir.Schedule, block: SBlockRV) -> str:
+    """'S'/'R'/'O' per block iterator, e.g. 'SSSSRRR' for a conv2d."""
+    kinds = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(kinds.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def annotated_blocks(sch: s_tir.Schedule, key: str) -> list[SBlockRV]:
+    return [b for b in root_blocks(sch) if key in sch.get(b).annotations]
+
+
+def fuse_and_parallelize(sch: s_tir.Schedule, loops: list[LoopRV], *,
+                         min_extent: int = 2) -> LoopRV | None:
+    """Fuse `loops` (outermost first) and mark the result parallel if it has work to share."""
+    if not loops:
+        return None
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    ext = extent(sch, fused)
+    if ext is None or ext >= min_extent:
+        sch.parallel(fused)
+    return fused
+
+
+def vectorize_innermost(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
+    """Vectorise `loop`, splitting off `lanes` when it is longer and divisible by them."""
+    ext = extent(sch, loop)
+    if ext is None or ext < 2:
+        return
+    if ext > lanes:
+        if ext % lanes:
+            return  # a tail would need a predicate the vectoriser cannot handle
+        _, loop = sch.split(loop, factors=[None, lanes])
+    sch.vectorize(loop)
+
+
+def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, *,
+                       parallel_min_elems: int) -> None:
+    """Parallel fused outer loops, vectorised innermost loop, for one spatial root block.
+
+    The innermost loop is vectorised only when it is the block's last (contiguous) axis;
+    the parallel loop covers the rest, and only when the block writes enough elements to
+    pay for waking the thread pool.
+    """
+    loops = sch.get_loops(block)
+    exts = [extent(sch, lp) for lp in loops]
+    if not loops or any(e is None for e in exts):
+        return
+    total = 1
+    for e in exts:
+        total *= e
+    inner = loops[-1]
+    outer = loops[:-1]
+    if exts[-1] > lanes and exts[-1] % lanes == 0:
+        outer_part, inner = sch.split(inner, factors=[None, lanes])
+        outer = outer + [outer_part]
+    if exts[-1] > 1:
+        sch.vectorize(inner)
+    if outer and total >= parallel_min_elems:
+        fuse_and_parallelize(sch, outer)
+
+
+def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | None]
+            ) -> ScheduleRule:
+    """A DLight rule running `body` on llvm targets; any failure leaves the function as it was.
+
+    s_tir checks every primitive, so a schedule that would compute something else raises
+    instead of applying; the rule then returns None and the function stays unscheduled
+    (correct, only slow).
+    """
+
+    class _Rule(ScheduleRule):
+        def apply(self, func, target, tunable):
+            if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+                return None
+            try:
+                return body(func, target)
+            except s_tir.schedule.schedule.ScheduleError as err:
+                log.debug("%s: not applied (%s)", name, str(err).splitlines()[0][:200])
+            except Exception as err:  # noqa: BLE001 - any failure means "leave it unscheduled"
+                log.warning("%s: schedule failed, function left unscheduled: %s: %s",
+                            name, type(err).__name__, str(err).splitlines()[0][:200])
+            return None
+
+        def __repr__(self):
+            return name
+
+    _Rule.__name__ = name
+    return _Rule()

@@ -1,0 +1,1 @@
+"""The flow: train -> compress -> deploy, each stage reused when its output exists."""

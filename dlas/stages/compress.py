@@ -1,0 +1,62 @@
+"""Stage 2: trained model + compression recipe (+ fine-tuning) -> compressed model."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from dlas.compression import model_metrics
+from dlas.config import build
+from dlas.errors import in_layer
+from dlas.stages.keys import compress_key
+from dlas.stages.train import trained_model
+from dlas.store.artifacts import ArtifactStore
+from dlas.training import evaluate, fit
+
+log = logging.getLogger(__name__)
+
+
+def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
+    """The compressed net (eval mode) and its metrics, from the store or computed now."""
+    store = ArtifactStore(cfg.paths.artifacts)
+    key = compress_key(cfg)
+    out = store.path("compressed", key)
+    compression = build(cfg, "compression")  # validates the recipe even when reusing
+    if store.exists("compressed", key) and not force:
+        # a whole pickled module: compression may change the architecture (channel pruning)
+        net = torch.load(out / "model.pt", weights_only=False)
+        return net.eval(), json.loads((out / "metrics.json").read_text()) | {"compress_reused": True}
+
+    net, train_metrics = trained_model(cfg, datamodule)
+    example = torch.zeros(1, *datamodule.input_shape)
+    val = datamodule.val_dataloader()
+    start = time.perf_counter()
+    log.info("compressing with %s (key %s)", compression.name, key)
+
+    def finetune(model, epochs):
+        trainer = build(cfg, "trainer", max_epochs=epochs)
+        optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
+        return fit(model, datamodule, trainer, optimizer)
+
+    with in_layer("compression"):
+        net, steps = compression.apply(net, example=example, evaluate=lambda m: evaluate(m, val),
+                                       finetune=finetune)
+    net.eval()
+    metrics = {
+        "accuracy_trained": train_metrics.get("val_acc"),
+        "accuracy_compressed": evaluate(net, val),
+        "compress_s": time.perf_counter() - start,
+        "steps": steps,
+        **{k: v for k, v in train_metrics.items() if k != "val_acc"},
+        **model_metrics(net, example),
+    }
+    if steps:
+        metrics["acc_before_finetune"] = steps[-1]["acc_before_finetune"]
+        metrics["acc_after_finetune"] = steps[-1]["acc_after_finetune"]
+    with store.write("compressed", key, cfg) as tmp:
+        torch.save(net, tmp / "model.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics))
+    return net, metrics | {"compress_reused": False}

@@ -1,0 +1,47 @@
+"""Which settings determine each stage's output, and the stage keys hashed from them.
+
+Settings that only change how a run is logged, shown or reached (progress bars, data
+locations, tracker addresses, timeouts) are left out, so changing them reuses outputs.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlas.store.artifacts import config_key
+
+_NOT_DETERMINING = {
+    "dataset": {"data_dir", "download", "num_workers"},
+    "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
+                "default_root_dir", "log_every_n_steps"},
+    "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
+    "measure": {"timeout_s", "retries"},
+}
+
+
+def determining(cfg: DictConfig, group: str) -> dict:
+    node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
+    if isinstance(node, dict):
+        node = {k: v for k, v in node.items() if k not in _NOT_DETERMINING.get(group, ())}
+    return node
+
+
+def train_key(cfg: DictConfig) -> str:
+    return config_key("train", determining(cfg, "dataset"), determining(cfg, "model"),
+                      determining(cfg, "trainer"), cfg.optim.optimizer, cfg.optim.get("scheduler"),
+                      cfg.seed)
+
+
+def compress_key(cfg: DictConfig) -> str:
+    return config_key("compress", train_key(cfg), determining(cfg, "compression"),
+                      cfg.optim.get("finetune_lr"))
+
+
+def compile_key(cfg: DictConfig) -> str:
+    return config_key("compile", compress_key(cfg), determining(cfg, "primitive"),
+                      determining(cfg, "codegen"), determining(cfg, "hardware"))
+
+
+def point_key(cfg: DictConfig) -> str:
+    """The results-store key of a point: everything that determines its row."""
+    return config_key("point", compile_key(cfg), determining(cfg, "measure"), cfg.logit_rtol,
+                      cfg.dataset.get("eval_samples"))

@@ -1,0 +1,94 @@
+"""The task wrapper around every point: skip what is done, record every outcome, go on.
+
+Whatever happens inside a point (a bad value, an unsupported combination, a crash deep in
+TVM) ends as one row in the results store with the layer and the reason, and the W&B run
+is finished with the matching status. In a sweep the next point then runs; a single run
+re-raises so the entry point can print one line and exit non-zero.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlas.errors import DLASError, Unsupported, layer_of
+from dlas.stages.keys import point_key
+from dlas.store.results import LAYERS, ResultsStore
+from dlas.sweep.environment import environment
+from dlas.sweep.summary import row_line
+from dlas.sweep.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class PointFailed(Exception):
+    """Raised after a failed point has been recorded, for single (non-sweep) runs."""
+
+    def __init__(self, row: dict):
+        self.row = row
+        super().__init__(f"{row['status']} [{row['layer'] or '?'}] {row['reason']}")
+
+
+def layer_values(cfg: DictConfig) -> dict:
+    """The value of each layer as the results store records it."""
+    values = {layer: cfg[layer].get("name") for layer in LAYERS}
+    values["primitive"] = f"{cfg.primitive.name}-{cfg.primitive.get('format', 'dense')}"
+    return values
+
+
+def layer_config(cfg: DictConfig) -> dict:
+    return {k: OmegaConf.to_container(cfg[k], resolve=True)
+            for k in LAYERS + ("measure",) if cfg.get(k) is not None}
+
+
+def run_point(cfg: DictConfig, stage: Callable[..., dict], *, sweep: str | None = None,
+              raise_on_failure: bool = True) -> dict:
+    store = ResultsStore(cfg.paths.results)
+    key = point_key(cfg)
+    layers = layer_values(cfg)
+    done = store.get(key)
+    if done and done["status"] == "ok" and not cfg.force:
+        store.mark_seen(key, sweep)
+        log.info("point %s already measured (ok); force=true recomputes it", key)
+        print(row_line(done | {"sweep": sweep}, reused=True), flush=True)
+        return done
+
+    config = layer_config(cfg)
+    tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                      mode=cfg.logger.mode, group=sweep and Path(sweep).name,
+                      name="/".join(str(v) for v in layers.values()), config=config,
+                      directory=cfg.paths.wandb)
+    started = time.time()
+    status, layer, reason, metrics = "ok", None, None, {}
+    try:
+        metrics = stage(cfg, force=cfg.force)
+    except Unsupported as exc:
+        status, layer, reason = "unsupported", exc.layer, str(exc)
+    except DLASError as exc:
+        status, layer, reason = "failed", exc.layer, str(exc)
+    except KeyboardInterrupt:
+        status, layer, reason = "failed", None, "interrupted"
+        raise
+    except Exception as exc:  # a crash inside a library: record it, keep the traceback on disk
+        status, layer = "failed", layer_of(exc)
+        trace = Path(cfg.paths.root) / "errors" / f"{key}.log"
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(traceback.format_exc())
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        reason = f"{type(exc).__name__}: {first} (traceback: {trace})"
+    finally:
+        row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
+                   config=config, metrics=metrics, started=started)
+        store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
+                     config=config, metrics=metrics,
+                     env=environment(metrics.get("target")), started=started)
+        tracker.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
+                                **metrics})
+    print(row_line(row), flush=True)
+    if status != "ok" and raise_on_failure:
+        raise PointFailed(row)
+    return row

@@ -1,0 +1,7 @@
+"""Training of the model layer's nets: a LightningModule and fit/evaluate helpers."""
+from __future__ import annotations
+
+from dlas.training.fit import evaluate, fit, set_threads
+from dlas.training.module import Classifier
+
+__all__ = ["Classifier", "evaluate", "fit", "set_threads"]

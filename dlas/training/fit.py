@@ -1,0 +1,78 @@
+"""Train and evaluate a net with a caller-built Lightning Trainer."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from dlas.training.module import Classifier, OptimizerFactory, SchedulerFactory
+
+
+def set_threads(num_threads: int | None = None) -> int:
+    """Use one intra-op thread per CPU this process may run on (2 here), unless told otherwise.
+
+    More threads than cores only adds contention; fewer leaves a core idle.
+    """
+    if num_threads is None:
+        num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    num_threads = max(1, int(num_threads or 1))
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return num_threads
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, dataloader: DataLoader) -> float:
+    """Top-1 accuracy of `net` over `dataloader`, in eval mode; the net's mode is restored."""
+    was_training = net.training
+    net.eval()
+    correct = total = 0
+    try:
+        for x, y in dataloader:
+            correct += int((net(x).argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        net.train(was_training)
+    return correct / total if total else float("nan")
+
+
+def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
+        optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, *,
+        seed: int | None = None, num_threads: int | None = None) -> dict:
+    """Train `net` in place with `trainer` (max_epochs/max_time decide how long).
+
+    Returns val_acc (of the final weights, over the datamodule's val loader), val_loss (if
+    validation ran at the last epoch), epochs (completed), steps and train_seconds. Works on
+    nets carrying torch.nn.utils.prune masks: their forward pre-hooks keep pruned weights
+    at zero while weight_orig is trained. `seed` (if given) seeds Python/NumPy/torch for the
+    run itself; seed before building the net to make its initial weights reproducible too.
+    The net is returned to eval mode.
+    """
+    set_threads(num_threads)
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+    module = Classifier(net, optimizer, scheduler)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+    epochs = int(trainer.current_epoch)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # Reuse the last epoch's validation when it saw the final weights; otherwise (stopped
+    # mid-epoch by max_time, validation skipped) measure the final weights now.
+    fresh = module.last_val_epoch is not None and module.last_val_epoch == epochs - 1 \
+        and "val_acc" in metrics and trainer.limit_val_batches == 1.0
+    if not fresh:
+        metrics["val_acc"] = evaluate(net, datamodule.val_dataloader())
+        metrics.pop("val_loss", None)
+    net.eval()
+    result = {"val_acc": metrics["val_acc"], "epochs": epochs, "steps": int(trainer.global_step),
+              "train_seconds": train_seconds}
+    if "val_loss" in metrics:
+        result["val_loss"] = metrics["val_loss"]
+    if "train_loss" in metrics:
+        result["train_loss"] = metrics["train_loss"]
+    return result

@@ -1,0 +1,19 @@
+"""Shared fixtures: Hydra configs composed the way the entry points compose them."""
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dlas.cli import CONF_DIR
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """compose(config, overrides) with outputs under a per-test folder and W&B off."""
+
+    def make(config_name: str = "deploy", overrides: list[str] = ()):
+        base = [f"paths.root={tmp_path}", "logger.mode=disabled"]
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name=config_name, overrides=base + list(overrides))
+
+    return make

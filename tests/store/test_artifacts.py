@@ -1,0 +1,40 @@
+import os
+
+from omegaconf import OmegaConf
+
+from dlas.store.artifacts import ArtifactStore, config_key
+
+
+def test_config_key_is_stable_and_order_independent():
+    a = OmegaConf.create({"x": 1, "y": {"z": [1, 2]}})
+    b = OmegaConf.create({"y": {"z": [1, 2]}, "x": 1})
+    assert config_key(a) == config_key(b)
+    assert config_key(a) != config_key(OmegaConf.create({"x": 2, "y": {"z": [1, 2]}}))
+
+
+def test_write_is_atomic_and_keeps_config(tmp_path):
+    store = ArtifactStore(tmp_path)
+    assert not store.exists("trained", "k1")
+    try:
+        with store.write("trained", "k1", {"a": 1}) as tmp:
+            (tmp / "model.pt").write_text("half")
+            raise RuntimeError("killed mid-way")
+    except RuntimeError:
+        pass
+    assert not store.exists("trained", "k1")
+    assert not [p for p in (tmp_path / "trained").iterdir()]  # temporary dir cleaned up
+    with store.write("trained", "k1", {"a": 1}) as tmp:
+        (tmp / "model.pt").write_text("whole")
+    assert store.exists("trained", "k1")
+    assert (store.path("trained", "k1") / "model.pt").read_text() == "whole"
+    assert OmegaConf.load(store.path("trained", "k1") / "config.yaml").a == 1
+
+
+def test_second_writer_keeps_first_output(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with store.write("compiled", "k", {}) as tmp:
+        (tmp / "f").write_text("first")
+    with store.write("compiled", "k", {}) as tmp:
+        (tmp / "f").write_text("second")
+    assert (store.path("compiled", "k") / "f").read_text() == "first"
+    assert os.listdir(tmp_path / "compiled") == ["k"]

@@ -1,0 +1,69 @@
+"""The task wrapper: every outcome becomes one row, done points are skipped."""
+import pytest
+
+from dlas.errors import DLASError, Unsupported, in_layer
+from dlas.store.results import ResultsStore
+from dlas.sweep.task import PointFailed, run_point
+
+
+def stage_ok(cfg, force=False):
+    stage_ok.calls += 1
+    return {"latency_ms_median": 1.0, "latency_ms_std": 0.1, "accuracy_torch": 0.9,
+            "accuracy_compiled": 0.9, "size_bytes": 1024}
+
+
+stage_ok.calls = 0
+
+
+def stage_unsupported(cfg, force=False):
+    raise Unsupported("primitive", "direct", reason="not on this target", layer="primitive")
+
+
+def stage_crash(cfg, force=False):
+    with in_layer("codegen"):
+        raise RuntimeError("deep inside TVM\nsecond line")
+
+
+def test_ok_point_is_recorded_then_skipped(make_cfg, capsys):
+    cfg = make_cfg()
+    stage_ok.calls = 0
+    row = run_point(cfg, stage_ok, sweep="s")
+    assert row["status"] == "ok" and stage_ok.calls == 1
+    again = run_point(cfg, stage_ok, sweep="s2")
+    assert again["status"] == "ok" and stage_ok.calls == 1  # not recomputed
+    assert "ok (reused)" in capsys.readouterr().out
+    rows = ResultsStore(cfg.paths.results).rows()
+    assert len(rows) == 1 and rows[0]["sweep"] == "s2"
+    assert rows[0]["dataset"] == "digits" and rows[0]["primitive"] == "direct-dense"
+    assert rows[0]["env"]["tvm"].startswith("0.27")
+
+
+def test_force_recomputes(make_cfg):
+    stage_ok.calls = 0
+    run_point(make_cfg(), stage_ok)
+    run_point(make_cfg(overrides=["force=true"]), stage_ok)
+    assert stage_ok.calls == 2
+
+
+def test_unsupported_and_crash_are_recorded_with_layer(make_cfg):
+    cfg = make_cfg()
+    row = run_point(cfg, stage_unsupported, sweep="s", raise_on_failure=False)
+    assert row["status"] == "unsupported" and row["layer"] == "primitive"
+    cfg2 = make_cfg(overrides=["model=mobilenetv2"])
+    with pytest.raises(PointFailed) as err:
+        run_point(cfg2, stage_crash)
+    assert "RuntimeError: deep inside TVM" in str(err.value)
+    stored = ResultsStore(cfg.paths.results).get(err.value.row["key"])
+    assert stored["status"] == "failed" and stored["layer"] == "codegen"
+    assert "traceback:" in stored["reason"] and "second line" not in stored["reason"]
+
+
+def test_failed_point_is_retried_on_rerun(make_cfg):
+    cfg = make_cfg()
+
+    def flaky(cfg, force=False):
+        raise DLASError("RPC tracker", "127.0.0.1:1", reason="unreachable", layer="hardware")
+
+    assert run_point(cfg, flaky, raise_on_failure=False)["status"] == "failed"
+    stage_ok.calls = 0
+    assert run_point(cfg, stage_ok)["status"] == "ok" and stage_ok.calls == 1
