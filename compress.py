@@ -1,10 +1,11 @@
 """Compress (and fine-tune) a trained model: `python compress.py compression.ratio=0.9`."""
 from dlas.cli import entry
-from dlas.config import build
-from dlas.stages.compress import compressed_model
 
 
 def run(cfg, sweep=None):
+    from dlas.config import build
+    from dlas.stages.compress import compressed_model
+
     datamodule = build(cfg, "dataset")
     _, m = compressed_model(cfg, datamodule, force=cfg.force)
     print(f"compressed {cfg.model.name} with {cfg.compression.name}: "

@@ -1,10 +1,11 @@
 """Compile and measure points of the stack: `python deploy.py [-m] layer=value ...`."""
 from dlas.cli import entry
-from dlas.stages.deploy import deploy
-from dlas.sweep import run_point
 
 
 def run(cfg, sweep=None):
+    from dlas.stages.deploy import deploy  # heavy (torch, TVM): not needed to reject bad configs
+    from dlas.sweep import run_point
+
     return run_point(cfg, deploy, sweep=sweep, raise_on_failure=sweep is None)
 
 

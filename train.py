@@ -1,10 +1,11 @@
 """Train a model on a dataset: `python train.py model=mobilenetv2 trainer.max_epochs=5`."""
 from dlas.cli import entry
-from dlas.config import build
-from dlas.stages.train import trained_model
 
 
 def run(cfg, sweep=None):
+    from dlas.config import build
+    from dlas.stages.train import trained_model
+
     datamodule = build(cfg, "dataset")
     _, metrics = trained_model(cfg, datamodule, force=cfg.force)
     print(f"trained {cfg.model.name} on {cfg.dataset.name}: val acc {metrics['val_acc']:.4f}"

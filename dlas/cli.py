@@ -11,12 +11,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dlas.errors import DLASError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = str(ROOT / "conf")
+# `${dlas_root:}` in configs: outputs default to the project folder, wherever it is run from
+OmegaConf.register_new_resolver("dlas_root", lambda: str(ROOT), replace=True)
 
 
 def fail(message: str, code: int = 2):
@@ -26,6 +29,22 @@ def fail(message: str, code: int = 2):
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def check_group_overrides(args: list[str]):
+    """Refuse an unknown option of a config group before anything runs, sweep values included
+    (Hydra would only notice when it reaches that point of the sweep)."""
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("-") or "." in key or "/" in key or key == "hydra":
+            continue
+        if not (Path(CONF_DIR) / key).is_dir() or re.search(r"[()\[\]{}*$]", value):
+            continue  # not a group, or a sweep expression (range, glob, ...) Hydra expands itself
+        valid = group_options(key)
+        for option in value.split(","):
+            if option.strip() not in valid and option.strip() != "null":
+                fail(str(DLASError(key, option.strip(), valid, reason=f"no such {key} config")))
 
 
 def _hydra_message(exc: Exception) -> str:
@@ -68,6 +87,7 @@ def entry(config_name: str, job: Callable[[DictConfig, str | None], object]) -> 
 
     def main():
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let config errors reach us instead of Hydra's printout
+        check_group_overrides(sys.argv[1:])
         try:
             _main()
         except (HydraException, OmegaConfBaseException) as exc:

@@ -1,28 +1,37 @@
-"""A TVM RPC tracker and one RPC server in a single process: what `Hardware.session()` starts locally.
+"""A TVM RPC tracker and one RPC server in one process: what `Hardware.session()` starts locally.
 
 Run as a script (`python rpc_daemon.py --key local --parent PID ...`), never imported by DLAS: it
 prints "<tracker_port> <server_port>" on one line once both listen, then serves until killed.
 
-Why not `python -m tvm.exec.rpc_tracker` + `rpc_server`: each of those imports TVM (~3 s here) and
-then starts a popen_worker child that imports it again and survives a SIGTERM to its parent. Here
-the tracker and server states that those workers would hold run in this one process (TVM's own
-thread-per-service design), so startup costs one import, and the process is the leader of its own
-process group (the caller starts it with start_new_session=True), so one killpg removes it and the
-per-session children the server forks. If the caller dies without cleaning up (even SIGKILL), the
-kernel sends this process SIGTERM (PR_SET_PDEATHSIG) and it kills its group.
+Why not `python -m tvm.exec.rpc_tracker` + `rpc_server`: each of those imports TVM (~3 s here,
+mostly torch), then starts a popen_worker child that imports it again and survives a SIGTERM to
+its parent. Here the tracker and server states those workers would hold run in this one process
+(TVM's own thread-per-service design) without torch, so startup is one ~1 s import. The process
+leads its own process group (the caller starts it with start_new_session=True), so one killpg
+removes it and the per-session children the server forks. If the caller dies without cleaning
+up (even by SIGKILL), the kernel sends this process SIGTERM (PR_SET_PDEATHSIG) and it kills its
+group. PDEATHSIG follows the *thread* that started it: start sessions from a long-lived thread.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import os
+import shutil
 import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
 
 
+_workdir: str | None = None
+
+
 def _kill_group(signum, frame):  # pragma: no cover - runs in the daemon
+    # Only reached when the owner cannot clean up (it died, or someone else sent SIGTERM):
+    # remove the work dir it would have removed (uploaded libraries), then the whole group.
+    if _workdir:
+        shutil.rmtree(_workdir, ignore_errors=True)
     os.killpg(0, signal.SIGKILL)
 
 
@@ -43,11 +52,20 @@ def main(argv=None) -> None:
     p.add_argument("--port-span", type=int, default=64, help="ports tried from each start")
     p.add_argument("--key", required=True)
     p.add_argument("--parent", type=int, required=True)
+    p.add_argument("--workdir", help="the owner's temporary dir, removed if the owner dies")
     a = p.parse_args(argv)
+    global _workdir
+    _workdir = a.workdir
 
     signal.signal(signal.SIGTERM, _kill_group)
+    # The server forks a process per session and SIGTERMs it on session timeout: that must kill
+    # it at once (default action), not run this handler (which waits for its C++ call to end).
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     _die_with_parent(a.parent)
 
+    # tvm_ffi imports torch if it can (2.3 s of a 3.2 s startup here); serving compiled
+    # libraries never needs it, so make that import fail fast.
+    sys.modules.setdefault("torch", None)
     from tvm.rpc.server import PopenRPCServerState
     from tvm.rpc.tracker import PopenTrackerServerState
 

@@ -1,5 +1,7 @@
 """The primitive layer: how each conv2d is computed (TE computes, legalization, default schedules)."""
 from dlas.primitives.base import FORMATS, Primitive
-from dlas.primitives.direct import Direct, conv2d_direct, legalize_conv2d_direct
+from dlas.primitives.direct import Direct, legalize_conv2d_direct
+from dlas.primitives.direct_compute import block_weight, conv2d_direct, kernel_block
 
-__all__ = ["FORMATS", "Direct", "Primitive", "conv2d_direct", "legalize_conv2d_direct"]
+__all__ = ["FORMATS", "Direct", "Primitive", "block_weight", "conv2d_direct", "kernel_block",
+           "legalize_conv2d_direct"]

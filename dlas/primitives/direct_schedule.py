@@ -11,8 +11,8 @@ bias add, batch-norm scale/shift, residual add, relu, clip ...]. The schedule:
 - epilogue: all elementwise blocks inlined into the last one, which is computed at the
   tile, reading the accumulator straight from registers.
 
-Weight layout IHWO (groups=1): vector over output channels, broadcast one input pixel per
-tile column; every layer gets full-width vectors however small its feature map.
+Weight layout OIHW{b}o (groups=1): vector over output channels, broadcast one input pixel
+per tile column; every layer gets full-width vectors however small its feature map.
 Weight layout OIHW (depthwise, grouped): vector over output columns.
 """
 from __future__ import annotations
@@ -22,14 +22,17 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
-from dlas.primitives.schedule_utils import (annotated_blocks, block_name, extent,
-                                            fuse_and_parallelize, guarded, iter_kinds,
-                                            largest_divisor, root_blocks, vector_lanes,
-                                            vector_registers)
+from dlas.primitives.direct_compute import kernel_block
+from dlas.primitives.schedule_utils import (annotated_blocks, block_name, extent, guarded,
+                                            iter_kinds, largest_divisor, root_blocks,
+                                            vector_lanes, vector_registers)
 
 # accumulators kept in registers: most of the register file, leaving room for the
 # weight vectors and broadcast inputs of one step
 _ACCUMULATORS = {32: 16, 16: 8}
+# multiply-adds below which a conv runs on one thread: waking the pool and joining it costs
+# more than it saves on mobilenet_v2's small layers (measured on the 2-core Zen 5 under load)
+PARALLEL_MIN_MACS = 1 << 20
 
 
 def direct_conv2d_rule() -> ScheduleRule:
@@ -46,7 +49,10 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     if iter_kinds(sch, conv) != "SSSSRRR":
         return None
     layout = str(sch.get(conv).annotations[LAYOUT_KEY])
-    conv, epilogue, producers = _isolate(sch, conv)
+    isolated = _isolate(sch, conv)
+    if isolated is None:
+        return None
+    conv, epilogue, producers = isolated
 
     lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
     budget = _ACCUMULATORS[vector_registers(target)]
@@ -54,26 +60,41 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     O, OH, OW = (extent(sch, lp) for lp in (o, y, x))
     if None in (O, OH, OW):
         return None
-    if layout == "IHWO" and O % min(lanes, 4) == 0:
-        outer = _tile_channels_vectorised(sch, conv, lanes, budget, O, OH, OW)
+    block = kernel_block(layout)
+    if block is not None:
+        outer = _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW)
     else:
         outer = _tile_columns_vectorised(sch, conv, lanes, budget, O, OH, OW)
     n0, o0, y0, x0 = outer
     sch.reverse_compute_at(epilogue, x0, preserve_unit_loops=True)
-    if layout == "IHWO":
+    if block is not None:
         # accumulate as [.., pixel, channel] so a vector of channels is contiguous
         sch.transform_layout(conv, ("write", 0), lambda n, o, y, x: (n, y, x, o))
-    fuse_and_parallelize(sch, [n0, o0, y0, x0])
+    macs = O * OH * OW * (extent(sch, n) or 1) * _window(sch, conv)
+    parallel = macs >= PARALLEL_MIN_MACS
+    fused = sch.fuse(n0, o0, y0, x0)
+    if parallel:
+        sch.parallel(fused)
     sch.decompose_reduction(conv, rc)
     _vectorize_epilogue(sch, epilogue, lanes)
-    for block in producers:
-        _schedule_pad(sch, block)
+    for producer in producers:
+        _schedule_pad(sch, producer, parallel)
     return sch
+
+
+def _window(sch, conv) -> int:
+    """Reduction length (input channels of the group x kernel window) of the conv block."""
+    size = 1
+    for iv in sch.get(conv).iter_vars:
+        if iv.iter_type == tirx.IterVar.CommReduce:
+            size *= int(iv.dom.extent)
+    return size
 
 
 def _isolate(sch: s_tir.Schedule, conv):
     """Inline the elementwise blocks between conv and the output; give conv a local
-    accumulator. Returns (conv, epilogue block, producer blocks)."""
+    accumulator. Returns (conv, epilogue block, producer blocks), None if the last block
+    is not fed by the conv."""
     blocks = root_blocks(sch)
     names = [block_name(sch, b) for b in blocks]
     idx = names.index(block_name(sch, conv))
@@ -84,19 +105,26 @@ def _isolate(sch: s_tir.Schedule, conv):
         epilogue = sch.cache_write(conv, 0, "local")
     else:
         epilogue = root_blocks(sch)[-1]
-        if len(sch.get_producers(epilogue)) < 1:
-            raise ValueError("epilogue is not fed by the conv")
+        if block_name(sch, conv) not in {block_name(sch, p) for p in sch.get_producers(epilogue)}:
+            return None
         sch.set_scope(conv, 0, "local")
     return conv, epilogue, producers
 
 
-def _tile_channels_vectorised(sch, conv, lanes, budget, O, OH, OW):
-    """Tile (o: nvec x VL) x (y: YT) x (x: XT); loops n,o0,y0,x0 | rc,ry,rx | y1,x1,o1,o2."""
-    vl = largest_divisor(O, lanes)
-    nvec = 2 if O % (2 * vl) == 0 and O >= 4 * vl else 1
-    pixels = max(1, budget // nvec)
-    xt = largest_divisor(OW, pixels)
-    yt = largest_divisor(OH, max(1, pixels // xt))
+def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
+    """Tile (o: nvec x VL) x (y: YT) x (x: XT); loops n,o0,y0,x0 | rc,ry,rx | y1,x1,o1,o2.
+
+    Up to 8 pixels per tile; the channel vectors fill the rest of the accumulator budget,
+    so small feature maps (1x1, 2x2: matrix-vector products) still get enough independent
+    FMA chains to hide their latency. The channel tile is a divisor or a multiple of the
+    weight block, so each vector is one aligned piece of a block (no gathers).
+    """
+    vl = largest_divisor(block, lanes)
+    xt = largest_divisor(OW, 8)
+    yt = largest_divisor(OH, max(1, 8 // xt))
+    cap = max(1, budget // (xt * yt))
+    nvec = max(k for k in range(1, cap + 1)
+               if (O // vl) % k == 0 and (k * vl % block == 0 or block % (k * vl) == 0))
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
     o0, o1, o2 = sch.split(o, [None, nvec, vl])
     y0, y1 = sch.split(y, [None, yt])
@@ -133,9 +161,11 @@ def _vectorize_epilogue(sch, epilogue, lanes):
         sch.vectorize(inner)
 
 
-def _schedule_pad(sch, block):
+def _schedule_pad(sch, block, parallel):
     """A producer (the pad) runs before the conv, parallel over its (n, c) rows."""
     loops = sch.get_loops(block)
     if iter_kinds(sch, block).strip("S") or len(loops) < 3:
         return
-    fuse_and_parallelize(sch, loops[:2])
+    fused = sch.fuse(*loops[:2])
+    if parallel:
+        sch.parallel(fused)

@@ -15,6 +15,7 @@ from tvm.target.codegen import llvm_get_vector_width
 
 log = logging.getLogger(__name__)
 
+RULE_KEY = "dlas.schedule_rule"
 SBlockRV = s_tir.schedule.SBlockRV
 LoopRV = s_tir.schedule.LoopRV
 
@@ -127,7 +128,10 @@ def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | 
             if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
                 return None
             try:
-                return body(func, target)
+                sch = body(func, target)
+                if sch is not None:  # say who scheduled it (read by schedule_stats)
+                    sch.annotate(sch.get_sblock("root"), RULE_KEY, name)
+                return sch
             except s_tir.schedule.schedule.ScheduleError as err:
                 log.debug("%s: not applied (%s)", name, str(err).splitlines()[0][:200])
             except Exception as err:  # noqa: BLE001 - any failure means "leave it unscheduled"

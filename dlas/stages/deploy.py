@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 
 import numpy as np
@@ -53,6 +54,8 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
     codegen = build(cfg, "codegen")
     hardware = build(cfg, "hardware")
     measure = build(cfg, "measure")
+    with in_layer("hardware"):
+        hardware.check()  # an unreachable board fails in seconds, before any training
     net, metrics = compressed_model(cfg, datamodule)
     example = torch.from_numpy(x[:1])
     lib, compile_metrics = compiled_library(cfg, net, example, primitive, codegen, hardware,
@@ -61,9 +64,11 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
 
     start = time.perf_counter()
     with in_layer("hardware"), hardware.session() as session:
-        result = measure.run(session, str(lib), x)
+        result = measure.run(session, str(lib), x, device=hardware.runtime_device)
     metrics["measure_s"] = time.perf_counter() - start
     metrics.update(result.latency)
+    metrics["target"] = str(hardware.target)
+    metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     with torch.no_grad():
         ref = net(torch.from_numpy(x)).numpy()

@@ -42,7 +42,7 @@ def evaluate(net: nn.Module, dataloader: DataLoader) -> float:
 
 def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
         optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None, *,
-        seed: int | None = None, num_threads: int | None = None) -> dict:
+        seed: int | None = None, num_threads: int | None = None, bn_batches: int = 8) -> dict:
     """Train `net` in place with `trainer` (max_epochs/max_time decide how long).
 
     Returns val_acc (of the final weights, over the datamodule's val loader), val_loss (if
@@ -50,12 +50,13 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
     nets carrying torch.nn.utils.prune masks: their forward pre-hooks keep pruned weights
     at zero while weight_orig is trained. `seed` (if given) seeds Python/NumPy/torch for the
     run itself; seed before building the net to make its initial weights reproducible too.
-    The net is returned to eval mode.
+    `bn_batches`: BatchNorm statistics are recomputed from that many recent training
+    batches before validation and at the end (see Classifier). The net ends in eval mode.
     """
     set_threads(num_threads)
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
-    module = Classifier(net, optimizer, scheduler)
+    module = Classifier(net, optimizer, scheduler, bn_batches)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     train_seconds = time.perf_counter() - start

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from dlas.training.batchnorm import recalibrate_batchnorm
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -36,21 +39,28 @@ class Classifier(pl.LightningModule):
     scheduler: optional factory taking the optimizer; it steps once per optimizer step, and
                a missing `total_steps` (OneCycleLR) or `T_max` (CosineAnnealingLR) is set to
                the run's number of optimizer steps.
+    bn_batches: before each validation and at the end of training, BatchNorm statistics are
+               recomputed over the last `bn_batches` training inputs (see batchnorm.py);
+               0 keeps Lightning's running averages.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory,
-                 scheduler: SchedulerFactory | None = None):
+                 scheduler: SchedulerFactory | None = None, bn_batches: int = 8):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.last_val_epoch: int | None = None  # epoch of the latest completed validation
+        self.recent_inputs: deque[torch.Tensor] = deque(maxlen=max(0, bn_batches))
+        self.calibrated_at: int | None = None  # global_step of the latest BN recalibration
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self.recent_inputs.maxlen:
+            self.recent_inputs.append(x.detach())
         loss = F.cross_entropy(self.net(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
@@ -65,6 +75,19 @@ class Classifier(pl.LightningModule):
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True,
                  batch_size=len(y))
+
+    def recalibrate(self) -> None:
+        if self.recent_inputs and self.calibrated_at != self.global_step:
+            recalibrate_batchnorm(self.net, self.recent_inputs)
+            self.calibrated_at = self.global_step
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.recalibrate()
+
+    def on_train_end(self) -> None:
+        self.recalibrate()
+        self.recent_inputs.clear()  # do not keep a few batches of images alive with the net
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

@@ -1,0 +1,47 @@
+"""PyTorch -> Relax: torch.export, TVM's exported-program importer, inference clean-up."""
+from __future__ import annotations
+
+import re
+
+import torch
+import tvm
+from tvm.relax.frontend.torch import from_exported_program
+
+from dlas.codegen.pipeline import inference_passes
+from dlas.errors import DLASError
+
+
+def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
+    """The model in eval mode as a Relax module whose `main` takes a tensor like `example`.
+
+    Weights become constants (`keep_params_as_input=False`), so later passes can fold
+    weight transforms at compile time; batch-norm is folded into the preceding conv2d or
+    decomposed (inference only); `main` returns the logits tensor, not a 1-tuple.
+    """
+    model = model.eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,))
+    except Exception as err:  # torch raises many types; all mean "cannot capture"
+        raise DLASError("torch.export", type(model).__name__, layer="codegen",
+                        reason=_first_line(err)) from err
+    try:
+        mod = from_exported_program(program, keep_params_as_input=False,
+                                    unwrap_unit_return_tuple=True)
+    except AssertionError as err:
+        found = re.search(r"Unsupported function types \[(.*)\]", str(err))
+        if found is None:
+            raise DLASError("Relax import", type(model).__name__, layer="codegen",
+                            reason=_first_line(err)) from err
+        ops = [op.strip(" '\"") for op in found.group(1).split(",")]
+        raise DLASError("torch ops", ", ".join(sorted(ops)), layer="codegen",
+                        reason="not supported by TVM's Relax importer") from err
+    except Exception as err:
+        raise DLASError("Relax import", type(model).__name__, layer="codegen",
+                        reason=_first_line(err)) from err
+    return tvm.transform.Sequential(inference_passes())(mod)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]

@@ -1,0 +1,94 @@
+"""Relax pass lists shared by the code generators.
+
+A build is: TVM's CPU library dispatch -> the primitive's legalization and operator
+fusion (`front_passes`) -> scheduling (default rules here, MetaSchedule in a tuned
+build) -> TVM's own dataflow lowering and finalisation (`back_passes`). The lists come
+from `tvm.relax.backend.cpu_generic.pipeline`, so TVM changes flow in.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import relax, tirx
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
+
+from dlas.codegen.dense import dense_legalize_map
+from dlas.codegen.graph import FoldInferenceConstants
+from dlas.primitives.base import Primitive
+from dlas.primitives.schedule_utils import RULE_KEY
+
+
+def inference_passes() -> list[tvm.transform.Pass]:
+    """Graph clean-up for inference: batch-norm folded into the preceding conv2d's constant
+    weight and a bias add (it then costs nothing), any other batch-norm turned into a
+    constant scale/shift (both in numpy, see graph.py), whatever TVM still decomposes for
+    inference decomposed, constants folded (little is left for TVM's slow folder)."""
+    return [FoldInferenceConstants(),
+            relax.transform.DeadCodeElimination(),
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.FoldConstant()]
+
+
+def front_passes(primitive: Primitive, target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Library dispatch, the primitive's conv2d legalization (DLAS's blocked matmul for
+    constant-weight linear layers, TVM's for every other op), constant folding (weight
+    transforms of constant weights), fusion into PrimFuncs."""
+    legalize = {**dense_legalize_map(), **primitive.legalize_map()}
+    return cpu_generic.library_dispatch_passes(target) + [
+        relax.transform.LegalizeOps(legalize),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def back_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+
+
+def schedule_stats(mod: tvm.IRModule) -> dict:
+    """How many PrimFuncs carry a schedule (attr `tirx.is_scheduled`), by which DLAS rule
+    (root-block annotation `dlas.schedule_rule`; TVM's own rules leave none), and which
+    functions were left unscheduled."""
+    done, left, by_rule = [], [], {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
+            done.append(gvar.name_hint)
+            root = getattr(func.body, "block", None)
+            rule = str(root.annotations.get(RULE_KEY, "tvm")) if root is not None else "tvm"
+            by_rule[rule] = by_rule.get(rule, 0) + 1
+        else:
+            left.append(gvar.name_hint)
+    return {"primfuncs_scheduled": len(done), "primfuncs_unscheduled": len(left),
+            "schedule_rules": dict(sorted(by_rule.items())), "unscheduled": sorted(left)}
+
+
+@tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduleStats")
+class RecordScheduleStats:
+    """Identity pass that stores `schedule_stats` of the module it sees in `self.stats`."""
+
+    def __init__(self):
+        self.stats: dict = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.stats = schedule_stats(mod)
+        return mod
+
+
+def default_schedule_pass(rules: list[ScheduleRule]) -> tvm.transform.Pass:
+    return ApplyDefaultSchedule(*rules)
+
+
+def relax_pipeline(passes: list[tvm.transform.Pass], target: tvm.target.Target
+                   ) -> tvm.transform.Pass:
+    """`passes` as one pass run under `with target:` (rules read Target.current())."""
+
+    @tvm.transform.module_pass(opt_level=0, name="DLASPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline

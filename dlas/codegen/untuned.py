@@ -1,0 +1,53 @@
+"""The `untuned` code generator: every PrimFunc gets a fixed default schedule, no search.
+
+This is what a competent compiler ships without tuning: the primitive's schedule for its
+conv2d functions, DLAS's generic parallel/vectorised schedules for the rest. TVM 0.27's own
+CPU pipeline schedules nothing, so this (not `tvm.compile`'s default) is the fair
+untuned baseline.
+"""
+from __future__ import annotations
+
+import tvm
+
+from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
+                                   front_passes, inference_passes, relax_pipeline)
+from dlas.codegen.schedules import generic_rules
+from dlas.primitives.base import Primitive
+
+
+class Untuned:
+    """Config: conf/codegen/untuned.yaml. After `build`, `stats` holds the counts of
+    scheduled and unscheduled PrimFuncs of the last build (for the results row)."""
+
+    def __init__(self, name: str = "untuned"):
+        self.name = name
+        self.stats: dict = {}
+
+    def rules(self, primitive: Primitive, target: tvm.target.Target) -> list:
+        """Primitive rules first: they claim their conv2d functions before the generic ones."""
+        return primitive.schedule_rules(target) + generic_rules()
+
+    def pipeline(self, primitive: Primitive, target: tvm.target.Target,
+                 record: RecordScheduleStats | None = None) -> tvm.transform.Pass:
+        passes = (inference_passes() + front_passes(primitive, target)
+                  + [default_schedule_pass(self.rules(primitive, target))]
+                  + ([record] if record is not None else []) + back_passes(target))
+        return relax_pipeline(passes, target)
+
+    def schedule(self, mod: tvm.IRModule, primitive: Primitive,
+                 target: tvm.target.Target) -> tvm.IRModule:
+        """The module after fusion and default scheduling, before lowering (to inspect)."""
+        passes = (inference_passes() + front_passes(primitive, target)
+                  + [default_schedule_pass(self.rules(primitive, target))])
+        return relax_pipeline(passes, target)(mod)
+
+    def build(self, mod: tvm.IRModule, primitive: Primitive,
+              target: tvm.target.Target) -> tvm.runtime.Executable:
+        record = RecordScheduleStats()
+        executable = tvm.compile(mod, target=target,
+                                 relax_pipeline=self.pipeline(primitive, target, record))
+        self.stats = dict(record.stats)
+        return executable
+
+    def __repr__(self) -> str:
+        return f"Untuned(name={self.name!r})"

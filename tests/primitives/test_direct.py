@@ -1,0 +1,168 @@
+"""The direct conv2d primitive, built through the real Relax path and compared with PyTorch.
+
+Tolerance: float32 sums over at most a few hundred products in a different order than
+PyTorch's, so max |out - ref| <= 1e-5 * max |ref| (plus 1e-6 for all-small outputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import tvm
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tvm import relax, s_tir, te
+
+from dlas.codegen import Untuned
+from dlas.errors import DLASError
+from dlas.primitives import Direct, Primitive, block_weight, conv2d_direct, kernel_block
+from dlas.primitives.direct_schedule import PARALLEL_MIN_MACS, direct_conv2d_rule
+
+HOST = tvm.target.Target.from_device(tvm.cpu())
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# (N, C, H, W), (O, KH, KW), stride, padding (top, left, bottom, right), dilation, groups
+CASES = {
+    "3x3 s1 p1": ((1, 8, 10, 10), (16, 3, 3), 1, (1, 1, 1, 1), 1, 1),
+    "3x3 s2 p1": ((1, 16, 9, 9), (32, 3, 3), 2, (1, 1, 1, 1), 1, 1),
+    "3x3 asymmetric pad": ((1, 4, 8, 8), (8, 3, 3), 1, (0, 1, 2, 1), 1, 1),
+    "3x3 dilation 2": ((1, 8, 12, 12), (16, 3, 3), 1, (2, 2, 2, 2), 2, 1),
+    "1x1 s1": ((1, 32, 7, 7), (64, 1, 1), 1, (0, 0, 0, 0), 1, 1),
+    "1x1 s2": ((1, 16, 8, 8), (48, 1, 1), 2, (0, 0, 0, 0), 1, 1),
+    "7x7 s2 p3 stem": ((1, 3, 20, 20), (8, 7, 7), 2, (3, 3, 3, 3), 1, 1),
+    "depthwise 3x3 s1": ((1, 16, 9, 9), (16, 3, 3), 1, (1, 1, 1, 1), 1, 16),
+    "depthwise 3x3 s2": ((1, 24, 10, 10), (24, 3, 3), 2, (1, 1, 1, 1), 1, 24),
+    "grouped 4": ((1, 8, 6, 6), (12, 3, 3), 1, (1, 1, 1, 1), 1, 4),
+    "non-square": ((1, 6, 13, 7), (12, 5, 3), (2, 1), (2, 1, 2, 1), 1, 1),
+    "odd channels": ((1, 5, 6, 6), (6, 3, 3), 1, (1, 1, 1, 1), 1, 1),
+    "batch 2, 1x1 map": ((2, 64, 1, 1), (256, 1, 1), 1, (0, 0, 0, 0), 1, 1),
+}
+
+
+def conv_module(shape, weight: np.ndarray, stride, padding, dilation, groups,
+                weight_as_input=False) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    w = relax.Var("w", relax.TensorType(weight.shape, "float32"))
+    with bb.function("main", [x, w] if weight_as_input else [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w if weight_as_input else relax.const(weight),
+                                           strides=stride, padding=padding,
+                                           dilation=dilation, groups=groups))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def torch_conv(x, w, stride, padding, dilation, groups) -> np.ndarray:
+    top, left, bottom, right = padding
+    xp = F.pad(torch.from_numpy(x), (left, right, top, bottom))
+    return F.conv2d(xp, torch.from_numpy(w), stride=stride, dilation=dilation,
+                    groups=groups).numpy()
+
+
+def run(ex, *args) -> np.ndarray:
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a, tvm.cpu()) for a in args)).numpy()
+
+
+def assert_close(out, ref):
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max() + 1e-6
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv_matches_torch(case):
+    shape, (o, kh, kw), stride, padding, dilation, groups = CASES[case]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    w = rng.standard_normal((o, shape[1] // groups, kh, kw), dtype=np.float32)
+    codegen = Untuned()
+    ex = codegen.build(conv_module(shape, w, stride, padding, dilation, groups), Direct(), HOST)
+    assert codegen.stats["primfuncs_unscheduled"] == 0, codegen.stats
+    assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}, codegen.stats
+    assert_close(run(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
+
+
+@pytest.mark.parametrize("target", ["llvm", "host"])
+def test_weight_as_input_is_blocked_at_runtime(target):
+    """A weight that is not a constant goes through the TE re-layout inside the graph."""
+    target = HOST if target == "host" else tvm.target.Target("llvm")
+    shape, w_shape = (1, 8, 6, 6), (16, 8, 3, 3)
+    rng = np.random.default_rng(1)
+    x, w = (rng.standard_normal(s, dtype=np.float32) for s in (shape, w_shape))
+    ex = Untuned().build(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1, weight_as_input=True),
+                         Direct(), target)
+    assert_close(run(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
+
+
+def scheduled_conv(shape, weight, stride=1, padding=(1, 1, 1, 1), groups=1):
+    mod = Untuned().schedule(conv_module(shape, weight, stride, padding, 1, groups),
+                             Direct(), HOST)
+    convs = {gv.name_hint: f for gv, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_direct" in gv.name_hint}
+    assert len(convs) == 1
+    return next(iter(convs.values()))
+
+
+@pytest.mark.parametrize("channels, groups, side", [(32, 1, 16), (64, 64, 128), (8, 1, 4)])
+def test_direct_rule_schedules_the_conv(channels, groups, side):
+    func = scheduled_conv((1, channels, side, side),
+                          np.ones((channels, channels // groups, 3, 3), np.float32), groups=groups)
+    assert int(func.attrs["tirx.is_scheduled"]) == 1
+    assert str(func.body.block.annotations["dlas.schedule_rule"]) == "DirectConv2D"
+    text = func.script()
+    assert "T.vectorized(" in text and 'scope="local"' in text  # vector accumulator tile
+    assert "T.sblock_attr" in text and "dlas.primitive" in text
+    macs = channels * channels // groups * 9 * side * side
+    assert ("T.parallel(" in text) == (macs >= PARALLEL_MIN_MACS)
+
+
+def test_direct_rule_declines_other_functions():
+    a = te.placeholder((4, 8), name="a")
+    func = te.create_prim_func([a, te.compute((4, 8), lambda i, j: a[i, j] * 2, name="b")])
+    assert direct_conv2d_rule().apply(func, HOST, False) is None
+
+
+def test_conv2d_direct_compute_is_marked():
+    data = te.placeholder((1, 4, 5, 5), name="data")
+    weight = te.placeholder((1, 4, 3, 3, 8), name="weight")
+    out = conv2d_direct(data, weight, (1, 1), (1, 1, 1, 1), (1, 1), 1, None, "OIHW8o")
+    assert tuple(out.shape) == (1, 8, 5, 5)
+    sch = s_tir.Schedule(te.create_prim_func([data, weight, out]))
+    block = sch.get(sch.get_sblock("conv2d_direct"))
+    assert str(block.annotations["dlas.primitive"]) == "direct"
+    assert str(block.annotations["dlas.kernel_layout"]) == "OIHW8o"
+
+
+def test_block_weight_layout():
+    w = np.arange(8 * 2 * 3 * 3, dtype=np.float32).reshape(8, 2, 3, 3)
+    blocked = block_weight(w, 4)
+    assert blocked.shape == (2, 2, 3, 3, 4)
+    assert blocked[1, 0, 2, 1, 3] == w[7, 0, 2, 1]
+    assert kernel_block("OIHW") is None and kernel_block("OIHW16o") == 16
+    with pytest.raises(ValueError):
+        kernel_block("HWIO")
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr", "sparse"])
+def test_bad_format_names_value_and_choices(fmt):
+    with pytest.raises(DLASError) as err:
+        Direct(format=fmt)
+    assert err.value.layer == "primitive"
+    assert fmt in str(err.value) and "dense" in str(err.value)
+
+
+def test_bad_threshold():
+    with pytest.raises(DLASError, match="sparsity_threshold"):
+        Direct(sparsity_threshold=1.5)
+
+
+def test_config_instantiates():
+    prim = instantiate(OmegaConf.load(CONF / "primitive" / "direct.yaml"))
+    assert isinstance(prim, Direct) and isinstance(prim, Primitive)
+    assert (prim.name, prim.format, prim.sparsity_threshold) == ("direct", "dense", 0.5)
+    assert set(prim.legalize_map()) == {"relax.nn.conv2d"}
