@@ -62,7 +62,7 @@ def schedule_stats(mod: tvm.IRModule) -> dict:
             by_rule[rule] = by_rule.get(rule, 0) + 1
         else:
             left.append(gvar.name_hint)
-    return {"primfuncs_scheduled": len(done), "primfuncs_unscheduled": len(left),
+    return {"scheduled_funcs": len(done), "unscheduled_funcs": len(left),
             "schedule_rules": dict(sorted(by_rule.items())), "unscheduled": sorted(left)}
 
 

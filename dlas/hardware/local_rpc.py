@@ -44,12 +44,18 @@ def _free_ports(n: int) -> list[int]:
 class LocalRPC:
     """One tracker + one server (under `key`) on 127.0.0.1, in a process group of their own."""
 
-    def __init__(self, key: str, startup_timeout_s: float = 60):
-        self.key, self.startup_timeout_s = key, startup_timeout_s
+    def __init__(self, key: str, startup_timeout_s: float = 60, num_threads: int | None = None):
+        self.key, self.startup_timeout_s, self.num_threads = key, startup_timeout_s, num_threads
         self.proc: subprocess.Popen | None = None
         self.tmp: Path | None = None
         self.host, self.port, self.server_port = HOST, None, None
         self.startup_s = None  # seconds from spawn to a free server under the key
+
+    def _env(self) -> dict:
+        env = {**os.environ, "TMPDIR": str(self.tmp)}
+        if self.num_threads:  # TVM's thread pool reads it when the server starts
+            env["TVM_NUM_THREADS"] = str(self.num_threads)
+        return env
 
     @property
     def pgid(self) -> int | None:
@@ -66,7 +72,7 @@ class LocalRPC:
                  "--tracker-port", str(tracker_port), "--server-port", str(server_port),
                  "--parent", str(os.getpid()), "--workdir", str(self.tmp)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                start_new_session=True, env={**os.environ, "TMPDIR": str(self.tmp)})
+                start_new_session=True, env=self._env())
         _LIVE.add(self)
         try:
             self.port, self.server_port = self._read_ports()

@@ -64,8 +64,9 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # Reuse the last epoch's validation when it saw the final weights; otherwise (stopped
     # mid-epoch by max_time, validation skipped) measure the final weights now.
-    fresh = module.last_val_epoch is not None and module.last_val_epoch == epochs - 1 \
-        and "val_acc" in metrics and trainer.limit_val_batches == 1.0
+    # (limit_val_batches: an int counts batches, a float is a fraction; only 1.0 is all of them)
+    whole_val = isinstance(trainer.limit_val_batches, float) and trainer.limit_val_batches >= 1.0
+    fresh = whole_val and module.last_val_epoch == epochs - 1 and "val_acc" in metrics
     if not fresh:
         metrics["val_acc"] = evaluate(net, datamodule.val_dataloader())
         metrics.pop("val_loss", None)

@@ -82,7 +82,7 @@ def test_conv_matches_torch(case):
     w = rng.standard_normal((o, shape[1] // groups, kh, kw), dtype=np.float32)
     codegen = Untuned()
     ex = codegen.build(conv_module(shape, w, stride, padding, dilation, groups), Direct(), HOST)
-    assert codegen.stats["primfuncs_unscheduled"] == 0, codegen.stats
+    assert codegen.stats["unscheduled_funcs"] == 0, codegen.stats
     assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}, codegen.stats
     assert_close(run(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
 
@@ -97,6 +97,26 @@ def test_weight_as_input_is_blocked_at_runtime(target):
     ex = Untuned().build(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1, weight_as_input=True),
                          Direct(), target)
     assert_close(run(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
+
+
+def test_int8_accumulates_in_int32():
+    """out_dtype reaches the compute: int8 operands, exact int32 sums."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (1, 16, 8, 8)).astype("int8")
+    w = rng.integers(-128, 128, (32, 16, 3, 3)).astype("int8")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(x.shape, "int8"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(xv, relax.const(w), padding=(1, 1, 1, 1),
+                                           out_dtype="int32"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    codegen = Untuned()
+    got = run(codegen.build(bb.get(), Direct(), HOST), x)
+    ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
+    assert got.dtype == np.int32 and np.array_equal(got, ref.numpy().astype(np.int32))
+    assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}
 
 
 def scheduled_conv(shape, weight, stride=1, padding=(1, 1, 1, 1), groups=1):

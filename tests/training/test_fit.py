@@ -47,18 +47,28 @@ def test_fit_learns_digits(dm):
     assert not net.training
 
 
+class LrLog(pl.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def test_fit_with_limits_and_one_cycle(dm):
     torch.manual_seed(0)
     net = small_cnn()
     sched = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-2)
-    t = trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    log = LrLog()
+    t = trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=1, callbacks=[log])
     result = fit(net, dm, t, functools.partial(torch.optim.SGD, lr=1e-3), sched)
     assert result["steps"] == 6 and result["epochs"] == 2
     # validation was limited, so val_acc is re-measured on the whole val split
     assert result["val_acc"] == pytest.approx(evaluate(net, dm.val_dataloader()), abs=1e-6)
-    lr_scheduler = t.lr_scheduler_configs[0].scheduler
-    assert lr_scheduler.total_steps == 6  # filled in from the run's length
-    assert t.optimizers[0].param_groups[0]["lr"] < 1e-3  # annealed to the end of the cycle
+    # total_steps filled in from the run's length: one whole cycle over the 6 steps
+    assert t.lr_scheduler_configs[0].scheduler.total_steps == 6
+    assert log.lrs[0] == pytest.approx(1e-2 / 25) and max(log.lrs) == pytest.approx(1e-2, rel=0.3)
+    assert log.lrs[-1] == pytest.approx(1e-2 / 25 / 1e4)
 
 
 def test_fit_time_budget_stops_and_still_reports(dm):

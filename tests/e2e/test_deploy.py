@@ -1,0 +1,87 @@
+"""One point through all six layers, and a sweep that is killed and resumed.
+
+Tiny settings (debug=fast: two training batches, three timing repeats) keep this in the
+suite's budget; the checks are the real ones: compiled logits against PyTorch, accuracy
+of the compiled model on the target, stage reuse.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import deploy
+from dlas.stages.keys import compile_key, compress_key, train_key
+from dlas.store import ArtifactStore, ResultsStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_point_end_to_end_and_stage_reuse(make_cfg):
+    cfg = make_cfg(overrides=["debug=fast", "compression=unstructured", "compression.ratio=0.6"])
+    row = deploy.run(cfg)
+    m = row["metrics"]
+    assert row["status"] == "ok", row["reason"]
+    assert m["logit_rel_diff"] < 1e-3 and m["eval_samples"] == 360
+    assert abs(m["accuracy_compiled"] - m["accuracy_torch"]) <= 1 / 360
+    assert m["weight_sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert m["latency_ms_median"] > 0 and m["latency_repeats"] == 3
+    assert m["compile_s"] > 0 and m["scheduled_funcs"] > 0
+    store = ArtifactStore(cfg.paths.artifacts)
+    for stage, key in [("trained", train_key(cfg)), ("compressed", compress_key(cfg)),
+                       ("compiled", compile_key(cfg))]:
+        assert store.exists(stage, key), stage
+
+    # a second point shares the trained model; the same point again is not recomputed
+    other = deploy.run(make_cfg(overrides=["debug=fast"]))
+    assert other["status"] == "ok" and other["metrics"]["train_reused"] is True
+    assert other["metrics"]["weight_sparsity"] < 0.01
+    again = deploy.run(cfg)
+    assert again["key"] == row["key"] and again["finished"] == ResultsStore(
+        cfg.paths.results).get(row["key"])["finished"]
+
+
+def sweep(tmp_path, points="compression=none,unstructured", *extra):
+    args = [sys.executable, "deploy.py", "-m", points, "debug=fast", "measure.repeat=2", *extra]
+    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_sweep_killed_midway_resumes_without_duplicates(tmp_path):
+    proc = sweep(tmp_path)
+    lines = []
+    for line in proc.stdout:  # kill the sweep as soon as its first point is recorded
+        lines.append(line)
+        if line.startswith("ok "):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)
+    assert len(ResultsStore(tmp_path / "results.sqlite").rows()) == 1
+
+    proc = sweep(tmp_path)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert "sweep summary: 2 points — 2 ok, 0 unsupported, 0 failed" in out
+    assert out.count("ok (reused)") == 2  # the first point in its own line and in the summary
+    rows = ResultsStore(tmp_path / "results.sqlite").rows()
+    assert sorted(r["compression"] for r in rows) == ["none", "unstructured"]
+    assert all(r["status"] == "ok" for r in rows)
+
+    start = time.perf_counter()
+    proc = sweep(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.count("ok (reused)") == 4, out
+    assert time.perf_counter() - start < 60
+
+
+def test_failing_point_does_not_stop_the_sweep(tmp_path):
+    proc = sweep(tmp_path, "compression=unstructured", "compression.ratio=1.5,0.5")
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 1, out
+    assert "2 points — 1 ok, 0 unsupported, 1 failed" in out
+    assert "failed [compression] compression.ratio=1.5: out of range" in out
