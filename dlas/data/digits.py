@@ -32,6 +32,8 @@ class DigitsDataModule(ClassificationDataModule):
     def __init__(self, num_classes: int = 10, image_size: int = 32, batch_size: int = 64,
                  val_fraction: float = 0.2, seed: int = 0, num_workers: int = 0,
                  name: str = "digits"):
+        if name != "digits":
+            raise DLASError("dataset.name", name, ["digits"], layer="dataset")
         if num_classes != 10:
             raise DLASError("dataset.num_classes", num_classes, [10],
                             reason="digits has exactly 10 classes", layer="dataset")

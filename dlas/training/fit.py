@@ -46,9 +46,9 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
     """Train `net` in place with `trainer` (max_epochs/max_time decide how long).
 
     Returns val_acc (of the final weights, over the datamodule's val loader), val_loss (if
-    validation ran at the last epoch), epochs (completed), steps and train_seconds. Works on
-    nets carrying torch.nn.utils.prune masks: their forward pre-hooks keep pruned weights
-    at zero while weight_orig is trained. `seed` (if given) seeds Python/NumPy/torch for the
+    validation ran at the last epoch), epochs (the last one partial if max_time stopped it),
+    steps (optimizer steps) and train_seconds. Works on nets carrying torch.nn.utils.prune
+    masks: their forward pre-hooks keep pruned weights at zero while weight_orig is trained. `seed` (if given) seeds Python/NumPy/torch for the
     run itself; seed before building the net to make its initial weights reproducible too.
     `bn_batches`: BatchNorm statistics are recomputed from that many recent training
     batches before validation and at the end (see Classifier). The net ends in eval mode.

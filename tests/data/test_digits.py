@@ -74,6 +74,7 @@ def test_other_image_size():
     ({"val_fraction": "x"}, "val_fraction"), ({"image_size": 4}, "image_size"),
     ({"batch_size": 0}, "batch_size"), ({"num_classes": 5}, "num_classes"),
     ({"num_workers": -1}, "num_workers"), ({"image_size": 32.0}, "image_size"),
+    ({"name": "mnist"}, "dataset.name"),
 ])
 def test_bad_arguments(kwargs, what):
     with pytest.raises(DLASError) as err:

@@ -45,6 +45,15 @@ def test_fit_learns_digits(dm):
     assert result["val_acc"] == pytest.approx(evaluate(net, dm.val_dataloader()), abs=1e-6)
     assert result["val_acc"] > max(0.5, before + 0.3)
     assert not net.training
+    # BN statistics were recomputed over the last 8 training batches (not 69 running updates)
+    assert int(net[1].num_batches_tracked) == 8
+
+
+def test_fit_without_bn_recalibration_keeps_running_averages(dm):
+    net = small_cnn()
+    result = fit(net, dm, trainer(limit_train_batches=5), functools.partial(torch.optim.Adam, lr=1e-2),
+                 bn_batches=0)
+    assert result["steps"] == 5 and int(net[1].num_batches_tracked) == 5
 
 
 class LrLog(pl.Callback):
