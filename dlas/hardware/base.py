@@ -6,6 +6,7 @@ server on 127.0.0.1 when no tracker is configured (LocalCPU), or connects to the
 """
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -178,7 +179,9 @@ class LocalCPU(Hardware):
                                         or not isinstance(num_threads, int) or num_threads < 1):
             raise DLASError("hardware.num_threads", num_threads, "null or an integer >= 1",
                             layer="hardware")
-        self.num_threads = num_threads  # threads of the RPC server's TVM pool (None: TVM's default)
+        # TVM's own default is one thread per physical core: 1 on this 2-vCPU VM, where 2 threads
+        # measured 5.6 ms against 10.6 ms on resnet18. Use every CPU this process may run on.
+        self.num_threads = num_threads or len(os.sched_getaffinity(0))
 
 
 class RemoteBoard(Hardware):
