@@ -10,7 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from dlas.store.artifacts import config_key
 
 _NOT_DETERMINING = {
-    "dataset": {"data_dir", "download", "num_workers"},
+    # data_dir stays in: a generated or partial folder must not share a trained model with
+    # the real data set. What only changes evaluation goes into the point key instead.
+    "dataset": {"download", "verify", "num_workers", "eval_split", "eval_samples"},
     "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
                 "default_root_dir", "log_every_n_steps"},
     "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
@@ -44,4 +46,4 @@ def compile_key(cfg: DictConfig) -> str:
 def point_key(cfg: DictConfig) -> str:
     """The results-store key of a point: everything that determines its row."""
     return config_key("point", compile_key(cfg), determining(cfg, "measure"), cfg.logit_rtol,
-                      cfg.dataset.get("eval_samples"))
+                      cfg.dataset.get("eval_samples"), cfg.dataset.get("eval_split"))

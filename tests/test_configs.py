@@ -1,0 +1,36 @@
+"""Every config composes, and every object config in a layer group builds."""
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from dlas.cli import CONF_DIR, group_options
+
+EXPERIMENTS = group_options("experiment")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_configs_compose(make_cfg, experiment):
+    cfg = make_cfg("deploy", [f"experiment={experiment}"])
+    assert cfg.dataset.name and cfg.model.name and cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("config", ["train", "compress", "deploy"])
+@pytest.mark.parametrize("debug", group_options("debug"))
+def test_primary_configs_compose_with_debug(make_cfg, config, debug):
+    cfg = make_cfg(config, [f"debug={debug}"])
+    assert cfg.logger.mode == "disabled"
+
+
+@pytest.mark.parametrize("group", ["compression", "primitive", "codegen", "hardware", "measure"])
+def test_every_option_of_a_layer_group_builds(make_cfg, group):
+    for option in group_options(group):
+        cfg = make_cfg("deploy", [f"{group}={option}"])
+        obj = instantiate(cfg[group])
+        assert getattr(obj, "name", option) == cfg[group].get("name", option)
+
+
+def test_every_group_has_options():
+    for group in ("dataset", "model", "compression", "primitive", "codegen", "hardware"):
+        assert group_options(group), group
+    assert (Path(CONF_DIR) / "local" / "README.md").is_file()
