@@ -99,10 +99,16 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    # On a loaded machine PyTorch's OpenMP spin barriers degrade badly with >1 thread (resnet50
+    # at 32x32: 131 ms with 1 thread, 4396 ms with 2, under load 4 on 2 cores): measure eager
+    # with --torch-threads 1 there.
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch eager threads (default: --threads)")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's pool starts
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, tvm {tvm.__version__}, threads {args.threads}, "
+    print(f"torch {torch.__version__}, tvm {tvm.__version__}, threads {args.threads} "
+          f"(torch eager {args.torch_threads or args.threads}), "
           f"target {make_target({'kind': 'llvm', 'mcpu': 'host'})}")
     header = (f"{'model':16s} {'size':>4s} {'params M':>8s} {'GMAC':>6s} "
               f"{'torch ms':>9s} {'p10-p90':>17s} {'dlas ms':>9s} {'p10-p90':>17s} "
@@ -111,8 +117,9 @@ def main() -> None:
     print("-" * len(header))
     for size in args.sizes:
         for name in args.models:
+            # eager first: TVM's thread pool, once started, spins and slows the child's OpenMP
+            eager = torch_times(name, size, args.torch_threads or args.threads, args.repeat)
             row = dlas_row(name, size, args.repeat)
-            eager = torch_times(name, size, args.threads, args.repeat)
             print(f"{name:16s} {size:4d} {row['params'] / 1e6:8.2f} {row['macs'] / 1e9:6.3f} "
                   f"{fmt(eager)} {fmt(row['dlas'])} {row['compile_s']:9.1f} "
                   f"{row['rel_diff']:20.2e}", flush=True)
