@@ -17,3 +17,13 @@ def make_cfg(tmp_path):
             return compose(config_name=config_name, overrides=base + list(overrides))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded digits data set, set up (small batches keep tests fast)."""
+    from dlas.data import DigitsDataModule
+
+    datamodule = DigitsDataModule(batch_size=32)
+    datamodule.setup("fit")
+    return datamodule

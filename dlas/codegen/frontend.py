@@ -8,6 +8,9 @@ import tvm
 from tvm.relax.frontend.torch import from_exported_program
 
 from dlas.codegen.pipeline import inference_passes
+from dlas.codegen.quantized import import_options as int8_import_options
+from dlas.compression.int8 import is_int8_graph
+from dlas.codegen.precision import float32_copy, is_float16, to_float16
 from dlas.errors import DLASError
 
 
@@ -17,8 +20,17 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
     Weights become constants (`keep_params_as_input=False`), so later passes can fold
     weight transforms at compile time; batch-norm is folded into the preceding conv2d or
     decomposed (inference only); `main` returns the logits tensor, not a 1-tuple.
+    An int8 net (a converted PT2E graph) gets integer conv2d/matmul (see quantized.py).
+    A float16 net is imported as float32 and given float16 compute (see precision.py);
+    its `main` still takes and returns float32.
     """
-    model = model.eval()
+    if is_float16(model):  # TVM's importer cannot take a half graph
+        return to_float16(import_model(float32_copy(model), example.float()))
+    try:
+        model.eval()
+    except NotImplementedError:  # an exported graph: train/eval were fixed when captured
+        pass
+    int8 = is_int8_graph(model)  # int8 convolutions and matmuls: see quantized.py
     try:
         with torch.no_grad():
             program = torch.export.export(model, (example,))
@@ -27,7 +39,8 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
                         reason=_first_line(err)) from err
     try:
         mod = from_exported_program(program, keep_params_as_input=False,
-                                    unwrap_unit_return_tuple=True)
+                                    unwrap_unit_return_tuple=True,
+                                    **(int8_import_options(program) if int8 else {}))
     except AssertionError as err:
         found = re.search(r"Unsupported function types \[(.*)\]", str(err))
         if found is None:

@@ -7,7 +7,9 @@ from `tvm.relax.backend.cpu_generic.pipeline`, so TVM changes flow in.
 """
 from __future__ import annotations
 
+import numpy as np
 import tvm
+from tvm.ir.expr import Constant
 from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
@@ -63,7 +65,25 @@ def schedule_stats(mod: tvm.IRModule) -> dict:
         else:
             left.append(gvar.name_hint)
     return {"scheduled_funcs": len(done), "unscheduled_funcs": len(left),
-            "schedule_rules": dict(sorted(by_rule.items())), "unscheduled": sorted(left)}
+            "schedule_rules": dict(sorted(by_rule.items())), "unscheduled": sorted(left),
+            "compiled_weight_bytes": constant_bytes(mod)}
+
+
+def constant_bytes(mod: tvm.IRModule) -> int:
+    """Bytes of the constants the module's Relax functions hold: the weights as compiled
+    (int8 weights count 1 byte, float16 2), after folding and re-laying."""
+    sizes = []
+
+    def visit(expr) -> None:  # (post_order_visit visits each node once)
+        data = expr.value if isinstance(expr, Constant) else None
+        if hasattr(data, "shape"):
+            sizes.append(int(np.prod(data.shape, dtype=np.int64))
+                         * tvm.runtime.DataType(data.dtype).bits // 8)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return sum(sizes)
 
 
 @tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduleStats")

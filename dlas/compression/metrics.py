@@ -18,14 +18,30 @@ def model_metrics(model: nn.Module, example: torch.Tensor) -> dict:
     weights = [getattr(m, a) for m, a in prunable_weights(model)]
     w_total = sum(w.numel() for w in weights)
     w_zero = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
-    # Bytes of every tensor as stored (params and buffers): int8 counts 1, fp16 2, fp32 4.
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values()
-               if isinstance(t, torch.Tensor))
+    size = stored_bytes(model)
+    # the counter runs the model: a float16 model (fp16 step) needs a float16 example
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), example.dtype)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        macs, _ = tp.utils.count_ops_and_params(model, example)
+        macs, _ = tp.utils.count_ops_and_params(model, example.to(dtype))
     model.train(was_training)
     return {"params": params, "nonzeros": nonzeros,
             "weight_sparsity": w_zero / w_total if w_total else 0.0,
             "size_bytes": size, "macs": int(macs)}
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor the model holds (params and buffers): int8 counts 1, fp16 2."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values()
+               if isinstance(t, torch.Tensor))
+
+
+def number_format(model: nn.Module) -> str:
+    """int8 (a converted quantized graph), float16 (half weights) or float32."""
+    if isinstance(model, torch.fx.GraphModule) and any(
+            n.op == "call_function" and "quantized_decomposed" in str(n.target)
+            for n in model.graph.nodes):
+        return "int8"
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return "float16" if torch.float16 in dtypes else "float32"

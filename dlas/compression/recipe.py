@@ -1,21 +1,75 @@
-"""A compression recipe: steps applied in order, each followed by optional fine-tuning."""
+"""A compression recipe: steps applied in order, each followed by optional fine-tuning.
+
+A step is any object with
+    name:                          the value recorded in results (unstructured, channel, ...)
+    finetunable:                   whether fine-tuning after the step makes sense (pruning:
+                                   yes; post-training int8: no; int8 with QAT: yes)
+    apply(model, context) -> model the transformed model (fine-tuning happens next)
+    finalize(model) -> model       the model as exported (masks removed, int8 converted...)
+optionally
+    quantizes:                     True when the step changes the number format only (int8,
+                                   fp16): parameters and MACs are then counted on the model
+                                   before it, bytes on the model after it
+    frozen(model)                  a context manager to evaluate the model under without
+                                   changing it (e.g. with quantization observers paused)
+`context` is a `StepContext`: an example input and the training batches (calibration).
+Steps may be given as objects (Hydra `_target_` configs) or by name (`STEPS`), the
+recipe's `ratio` then going to the steps that take one.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from numbers import Integral
 
+import torch
 import torch.nn as nn
 
 from dlas.errors import DLASError
+
+# step name -> "module:class", imported on use (quantization pulls in torchao)
+STEPS = {
+    "unstructured": "dlas.compression.unstructured:UnstructuredPruning",
+    "channel": "dlas.compression.channel:ChannelPruning",
+    "int8": "dlas.compression.int8:Int8Quantization",
+    "fp16": "dlas.compression.fp16:Float16",
+}
+
+
+@dataclass
+class StepContext:
+    """What a step may look at besides the model.
+
+    example:       one input batch (shape, dtype) for tracing and counting
+    train_batches: a callable returning an iterable of (x, y) training batches
+                   (calibration of quantizers)
+    """
+
+    example: torch.Tensor | None = None
+    train_batches: Callable[[], Iterable] = field(default=lambda: iter(()))
+
+
+def make_step(name: str, ratio: float | None = None):
+    """The step called `name` with its defaults (and the recipe's ratio, if it takes one)."""
+    if name not in STEPS:
+        raise DLASError("compression step", name, sorted(STEPS), layer="compression")
+    module, cls = STEPS[name].split(":")
+    step_type = getattr(importlib.import_module(module), cls)
+    kwargs = {}
+    if ratio is not None and "ratio" in inspect.signature(step_type).parameters:
+        kwargs["ratio"] = ratio
+    return step_type(**kwargs)
 
 
 class Compression:
     """What the `compression` config group builds.
 
-    name:            the layer value recorded in results (none, unstructured, ...)
-    steps:           objects with `name`, `apply(model, example) -> model` and
-                     `finalize(model) -> model` (e.g. make pruning masks permanent)
-    finetune_epochs: epochs of fine-tuning after each step (0: none)
+    name:            the layer value recorded in results (none, unstructured, channel_int8...)
+    steps:           step objects or step names, applied in order
+    finetune_epochs: epochs of fine-tuning after each finetunable step (0: none)
     ratio:           the recipe's headline ratio, a sweepable handle the steps interpolate
     """
 
@@ -25,23 +79,41 @@ class Compression:
                 or finetune_epochs < 0:
             raise DLASError("compression.finetune_epochs", finetune_epochs, "an integer >= 0",
                             layer="compression")
+        steps = [make_step(s, ratio) if isinstance(s, str) else s for s in steps]
         for step in steps:
             if not all(hasattr(step, a) for a in ("name", "apply", "finalize")):
                 raise DLASError("compression step", step,
                                 "objects with name, apply() and finalize()", layer="compression")
-        self.name, self.steps, self.finetune_epochs, self.ratio = name, list(steps), finetune_epochs, ratio
+        self.name, self.steps, self.finetune_epochs, self.ratio = name, steps, finetune_epochs, ratio
 
-    def apply(self, model: nn.Module, *, example, evaluate: Callable[[nn.Module], float],
-              finetune: Callable[[nn.Module, int], dict]) -> tuple[nn.Module, list[dict]]:
-        """Run every step; return the compressed model and one log entry per step."""
-        log = []
+    def apply(self, model: nn.Module, *, context: StepContext,
+              evaluate: Callable[[nn.Module], float],
+              finetune: Callable[[nn.Module, int], dict]
+              ) -> tuple[nn.Module, nn.Module, list[dict]]:
+        """Run every step. Returns the compressed model, its architecture in float (the model
+        before any format-only step: what parameters and MACs are counted on) and one log
+        entry per step."""
+        log, structure = [], model
         for step in self.steps:
-            model = step.apply(model, example)
-            before = after = evaluate(model)
-            if self.finetune_epochs:
+            model = step.apply(model, context)
+            frozen = getattr(step, "frozen", lambda m: nullcontext())
+            with frozen(model):
+                before = after = evaluate(model)
+            tuned = bool(self.finetune_epochs and getattr(step, "finetunable", True))
+            if tuned:
                 finetune(model, self.finetune_epochs)
-                after = evaluate(model)
+                with frozen(model):
+                    after = evaluate(model)
             model = step.finalize(model)
-            log.append({"step": step.name, "acc_before_finetune": before,
-                        "acc_after_finetune": after})
-        return model, log
+            entry = {"step": step.name, "acc_before_finetune": before,
+                     "acc_after_finetune": after, "finetuned": tuned}
+            final = evaluate(model)  # finalizing may change results (int8 conversion)
+            if final != after:
+                entry["acc_finalized"] = final
+            log.append(entry)
+            if not getattr(step, "quantizes", False):
+                structure = model
+        return model, structure, log
+
+    def __repr__(self) -> str:
+        return f"Compression(name={self.name!r}, steps={[s.name for s in self.steps]})"

@@ -32,6 +32,7 @@ class UnstructuredPruning:
     """
 
     name = "unstructured"
+    finetunable = True
 
     def __init__(self, ratio: float = 0.5, scope: str = "global"):
         self.ratio = check_ratio(ratio)
@@ -39,7 +40,7 @@ class UnstructuredPruning:
             raise DLASError("compression scope", scope, SCOPES, layer="compression")
         self.scope = scope
 
-    def apply(self, model: nn.Module, example=None) -> nn.Module:
+    def apply(self, model: nn.Module, context=None) -> nn.Module:
         params = prunable_weights(model)
         if self.ratio == 0 or not params:
             return model

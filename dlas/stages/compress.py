@@ -8,7 +8,8 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from dlas.compression import model_metrics
+from dlas.compression import StepContext, model_metrics, stored_bytes
+from dlas.compression.storage import load_model, save_model
 from dlas.config import build
 from dlas.errors import in_layer
 from dlas.stages.keys import compress_key
@@ -26,9 +27,8 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
     out = store.path("compressed", key)
     compression = build(cfg, "compression")  # validates the recipe even when reusing
     if store.exists("compressed", key) and not force:
-        # a whole pickled module: compression may change the architecture (channel pruning)
-        net = torch.load(out / "model.pt", weights_only=False)
-        return net.eval(), json.loads((out / "metrics.json").read_text()) | {"compress_reused": True}
+        net = load_model(out)
+        return net, json.loads((out / "metrics.json").read_text()) | {"compress_reused": True}
 
     net, train_metrics = trained_model(cfg, datamodule)
     example = torch.zeros(1, *datamodule.input_shape)
@@ -42,7 +42,8 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
         return fit(model, datamodule, trainer, optimizer)
 
     with in_layer("compression"):
-        net, steps = compression.apply(net, example=example, evaluate=lambda m: evaluate(m, val),
+        context = StepContext(example=example, train_batches=datamodule.train_dataloader)
+        net, structure, steps = compression.apply(net, context=context, evaluate=lambda m: evaluate(m, val),
                                        finetune=finetune)
     net.eval()
     metrics = {
@@ -51,12 +52,13 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
         "compress_s": time.perf_counter() - start,
         "steps": steps,
         **{k: v for k, v in train_metrics.items() if k != "val_acc"},
-        **model_metrics(net, example),
+        # parameters/MACs of the architecture, bytes of the weights as stored (int8: 1 each)
+        **model_metrics(structure, example), "size_bytes": stored_bytes(net),
     }
     if steps:
         metrics["acc_before_finetune"] = steps[-1]["acc_before_finetune"]
         metrics["acc_after_finetune"] = steps[-1]["acc_after_finetune"]
     with store.write("compressed", key, cfg) as tmp:
-        torch.save(net, tmp / "model.pt")
+        save_model(net, tmp, example)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
     return net, metrics | {"compress_reused": False}

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from dlas.codegen import import_model
+from dlas.compression.metrics import number_format
 from dlas.config import build
 from dlas.errors import DLASError, in_layer
 from dlas.stages.compress import compressed_model
@@ -70,8 +71,10 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
     metrics["target"] = str(hardware.target)
     metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    with torch.no_grad():
-        ref = net(torch.from_numpy(x)).numpy()
+    fmt = number_format(net)
+    with torch.no_grad():  # (a float16 net takes float16 inputs)
+        ref = net(torch.from_numpy(x).to(torch.float16 if fmt == "float16" else torch.float32))
+        ref = ref.float().numpy()
     diff = float(np.abs(result.logits - ref).max())
     scale = float(np.abs(ref).max()) or 1.0
     metrics.update({
@@ -80,10 +83,12 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
         "accuracy_compiled": float((result.logits.argmax(1) == y).mean()),
         "logit_max_abs_diff": diff,
         "logit_rel_diff": diff / scale,
+        "number_format": fmt,
     })
-    if diff > cfg.logit_rtol * scale:
+    rtol = cfg.logit_rtol[fmt]
+    if diff > rtol * scale:
         # the conv lowering is DLAS's own, so a wrong result is blamed on the primitive
         raise DLASError("compiled logits", f"max |diff| {diff:.3g}", layer="primitive",
-                        reason=f"differ from PyTorch by more than logit_rtol={cfg.logit_rtol} "
+                        reason=f"differ from PyTorch by more than logit_rtol.{fmt}={rtol} "
                                f"x max|logit| ({scale:.3g})")
     return metrics

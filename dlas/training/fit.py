@@ -27,12 +27,18 @@ def set_threads(num_threads: int | None = None) -> int:
 
 @torch.no_grad()
 def evaluate(net: nn.Module, dataloader: DataLoader) -> float:
-    """Top-1 accuracy of `net` over `dataloader`, in eval mode; the net's mode is restored."""
+    """Top-1 accuracy of `net` over `dataloader`, in eval mode; the net's mode is restored.
+
+    Inputs are cast to the dtype of the net's first floating parameter, so a float16 net
+    (compression step fp16) is evaluated on float16 inputs."""
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
     was_training = net.training
     net.eval()
     correct = total = 0
     try:
         for x, y in dataloader:
+            if dtype is not None and x.is_floating_point():
+                x = x.to(dtype)
             correct += int((net(x).argmax(1) == y).sum())
             total += len(y)
     finally:
@@ -56,6 +62,9 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
     set_threads(num_threads)
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
+    # Lightning keeps each submodule's mode as it finds it: a net left in eval mode by an
+    # earlier stage (fine-tuning after compression) would train with frozen batch-norm.
+    net.train()
     module = Classifier(net, optimizer, scheduler, bn_batches)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

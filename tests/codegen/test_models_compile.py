@@ -24,6 +24,7 @@ import tvm
 from tvm import relax
 
 from dlas.codegen import Untuned, import_model
+from dlas.compression import ChannelPruning, StepContext
 from dlas.hardware.base import make_target
 from dlas.models import MODELS, build
 from dlas.primitives import Direct
@@ -52,7 +53,11 @@ def rescale(net: nn.Module, seed: int = 1) -> nn.Module:
 def compile_and_compare(name: str, size: int) -> dict:
     torch.manual_seed(0)
     net = rescale(build(name, SIZES[size], size))
-    x = torch.randn(1, 3, size, size)
+    return compare_compiled(net, torch.randn(1, 3, size, size))
+
+
+def compare_compiled(net: nn.Module, x: torch.Tensor) -> dict:
+    """Compile `net` (eval mode) for input `x` with Untuned + Direct and run both."""
     with torch.no_grad():
         ref = net(x).numpy()
     start = time.perf_counter()
@@ -79,5 +84,20 @@ def test_model_matches_pytorch(name, size):
     assert r["diff"] <= RTOL * r["scale"] + ATOL, r
     # every conv2d gets the primitive's schedule; tiny leftovers may stay unscheduled (VGG's
     # last 2x2 -> 1x1 max-pool at 32x32: 2048 maxes, below every generic rule's threshold)
+    assert r["stats"]["schedule_rules"].get("DirectConv2D", 0) > 0, r["stats"]
+    assert not [f for f in r["stats"].get("unscheduled", []) if "conv" in f], r["stats"]
+
+
+@pytest.mark.parametrize("ratio,width", [(0.5, 32), (0.3, 44)])
+def test_channel_pruned_model_matches_pytorch(ratio, width):
+    """A channel-pruned resnet18: narrower convs, at 0.3 odd widths (layer2: 128 -> 89)."""
+    torch.manual_seed(0)
+    net = ChannelPruning(ratio=ratio).apply(build("resnet18", 10, 32),
+                                            StepContext(example=torch.zeros(1, 3, 32, 32)))
+    assert net.conv1.out_channels == width and net.fc.out_features == 10
+    r = compare_compiled(rescale(net), torch.randn(1, 3, 32, 32))
+    assert r["shape"] == r["ref_shape"] == (1, 10)
+    assert r["scale"] > 1e-2, r
+    assert r["diff"] <= RTOL * r["scale"] + ATOL, r
     assert r["stats"]["schedule_rules"].get("DirectConv2D", 0) > 0, r["stats"]
     assert not [f for f in r["stats"].get("unscheduled", []) if "conv" in f], r["stats"]

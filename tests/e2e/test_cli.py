@@ -16,13 +16,17 @@ def run(args, tmp_path, script="deploy.py", timeout=120):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["model=foo"], "model='foo': no such model config (valid: mobilenetv2, resnet18"),
+    (["model=foo"], "model='foo': no such model config (valid: densenet161, efficientnet_b0, "
+                    "mnasnet1_0, mobilenetv2, resnet18, resnet50, vgg16)"),
     (["-m", "model=resnet18,foo"], "model='foo'"),
     (["primitive=winograd"], "valid: direct"),
     (["modle=resnet18"], "modle"),
     (["compression=unstructured", "compression.ratio=1.5"], "compression.ratio=1.5"),
     (["compression=unstructured", "compression.ratio=abc"], "compression.ratio='abc'"),
     (["primitive.format=coo"], "primitive.format='coo'"),
+    (["compression=int8", "compression.steps.0.calibration_batches=0"], "calibration_batches=0"),
+    (["compression=channel", "compression.steps=[channel,prune_all]"],
+     "compression step='prune_all'"),
     (["hardware.tracker_host=127.0.0.1", "hardware.tracker_port=1"], "127.0.0.1:1"),
 ])
 def test_bad_input_gives_one_line(args, expected, tmp_path):

@@ -160,3 +160,14 @@ def test_set_threads():
         assert set_threads() >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluate_feeds_a_half_net_half_inputs():
+    torch.manual_seed(0)
+    net = small_cnn().eval()
+    x = torch.randn(32, 3, 16, 16)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    assert evaluate(net, loader) == 1.0
+    assert evaluate(net.half(), loader) >= 0.9  # float32 batches cast to float16

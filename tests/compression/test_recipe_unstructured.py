@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dlas.compression import Compression, UnstructuredPruning, model_metrics
+from dlas.compression import Compression, StepContext, UnstructuredPruning, model_metrics
 from dlas.errors import DLASError
 
 
@@ -59,10 +59,18 @@ def test_recipe_finetunes_between_apply_and_finalize():
         return {}
 
     recipe = Compression("unstructured", [UnstructuredPruning(0.5)], finetune_epochs=2)
-    scores = iter([0.4, 0.8])
-    net, log = recipe.apply(net, example=None, evaluate=lambda m: next(scores), finetune=finetune)
+    scores = iter([0.4, 0.8, 0.8])
+    net, structure, log = recipe.apply(net, context=StepContext(), evaluate=lambda m: next(scores), finetune=finetune)
     assert calls == [(2, True)]
-    assert log == [{"step": "unstructured", "acc_before_finetune": 0.4, "acc_after_finetune": 0.8}]
-    assert not hasattr(net[0], "weight_mask")
+    assert log == [{"step": "unstructured", "acc_before_finetune": 0.4, "acc_after_finetune": 0.8,
+                    "finetuned": True}]
+    assert not hasattr(net[0], "weight_mask") and structure is net
     with pytest.raises(DLASError):
         Compression("x", finetune_epochs=-1)
+
+
+def test_steps_by_name_take_the_recipe_ratio():
+    recipe = Compression("unstructured", ["unstructured"], ratio=0.7)
+    assert recipe.steps[0].ratio == 0.7
+    with pytest.raises(DLASError, match="prune_all.*channel, fp16, int8, unstructured"):
+        Compression("x", ["prune_all"])

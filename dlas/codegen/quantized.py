@@ -1,0 +1,135 @@
+"""int8 graphs into Relax: integer convolutions and matmuls with int32 accumulation.
+
+An int8 model (dlas/compression/int8.py) reaches the importer as torch.export's graph of
+torchao's quantized_decomposed ops around float conv2d/linear:
+
+    x -> quantize_per_tensor(s_x) -> dequantize_per_tensor(s_x) -\
+                                                                   conv2d(., ., bias)
+    int8 W -> dequantize_per_channel(s_w) -------------------------/
+
+TVM 0.27's importer rejects those ops. `convert_map` adds them (quantize = round, clip,
+cast to int8; dequantize = cast and scale) and replaces every conv2d/linear fed by two
+dequantizes with the integer form
+
+    acc = conv2d(x_q:int8, W_q:int8, out_dtype=int32)
+    y   = float(acc) * (s_x * s_w[o]) + bias
+
+which equals the float reference exactly in real arithmetic (both zero points are 0).
+The dequantizes it bypasses become dead code. Everything else keeps the importer's own
+conversion, so between two convolutions the model computes in float32 (residual adds,
+pooling, activations), and quantize re-enters int8 before the next convolution.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import fx
+from tvm import relax
+
+QUANTIZE = "quantize_per_tensor"
+DEQUANTIZE = "dequantize_per_tensor"
+DEQUANTIZE_CHANNEL = "dequantize_per_channel"
+
+
+def _is(node, name: str) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and \
+        getattr(node.target, "__name__", "").startswith(name + ".")
+
+
+def tensor_values(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> tensor for the program's parameters, buffers and constants
+    (the importer hands converters Relax variables, not values)."""
+    values = {}
+    for spec in program.graph_signature.input_specs:
+        if spec.target is None:
+            continue
+        value = program.state_dict.get(spec.target, program.constants.get(spec.target))
+        if isinstance(value, torch.Tensor):
+            values[spec.arg.name] = value.detach()
+    return values
+
+
+def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
+    """The importer's `custom_convert_map` for an int8 program."""
+    values = tensor_values(program)
+
+    def value(node) -> np.ndarray:
+        return values[node.name].numpy()
+
+    def quantize(node, importer):
+        x, scale, zero_point, qmin, qmax = node.args[:5]
+        q = relax.op.round(relax.op.multiply(importer.env[x], relax.const(1.0 / scale, "float32")))
+        if zero_point:
+            q = relax.op.add(q, relax.const(float(zero_point), "float32"))
+        return importer.block_builder.emit(relax.op.astype(relax.op.clip(q, qmin, qmax), "int8"))
+
+    def dequantize(node, importer):
+        x, scale, zero_point = node.args[:3]
+        d = relax.op.astype(importer.env[x], "float32")
+        if zero_point:
+            d = relax.op.subtract(d, relax.const(float(zero_point), "float32"))
+        return importer.block_builder.emit(relax.op.multiply(d, relax.const(scale, "float32")))
+
+    def dequantize_channel(node, importer):
+        w, scales, zero_points, axis = node.args[:4]
+        shape = [1] * len(importer.env[w].ty.shape)
+        shape[axis] = -1
+        d = relax.op.astype(importer.env[w], "float32")
+        zp = value(zero_points).astype("float32")
+        if zp.any():
+            d = relax.op.subtract(d, relax.const(zp.reshape(shape)))
+        scale = value(scales).astype("float32").reshape(shape)
+        return importer.block_builder.emit(relax.op.multiply(d, relax.const(scale)))
+
+    def int8_operands(node):
+        """(x_q node, s_x, W_q node, s_w[o]) when both operands are symmetric dequantizes."""
+        x, w = node.args[0], node.args[1]
+        if not (_is(x, DEQUANTIZE) and _is(w, DEQUANTIZE_CHANNEL)):
+            return None
+        if x.args[2] != 0 or w.args[3] != 0 or value(w.args[2]).any():
+            return None  # affine or not per-output-channel: keep the float reference
+        return x.args[0], float(x.args[1]), w.args[0], value(w.args[1]).astype("float32")
+
+    def rescale(importer, acc, scale: np.ndarray, bias):
+        y = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
+        if bias is not None:
+            y = relax.op.add(y, relax.op.reshape(bias, scale.shape) if scale.ndim > 2 else bias)
+        return importer.block_builder.emit(y)
+
+    def conv2d(node, importer):
+        operands = int8_operands(node)
+        if operands is None:
+            return importer._conv2d(node)
+        x_q, s_x, w_q, s_w = operands
+        args = importer.retrieve_args(node)
+        stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
+        acc = importer.block_builder.emit(relax.op.nn.conv2d(
+            importer.env[x_q], importer.env[w_q], strides=stride, padding=padding,
+            dilation=dilation, groups=groups, out_dtype="int32"))
+        bias = args[2] if len(args) > 2 else None
+        return rescale(importer, acc, (s_x * s_w).reshape(1, -1, 1, 1), bias)
+
+    def linear(node, importer):
+        operands = int8_operands(node)
+        if operands is None:
+            return importer._linear(node)
+        x_q, s_x, w_q, s_w = operands
+        args = importer.retrieve_args(node)
+        weight_t = relax.op.permute_dims(importer.env[w_q], [1, 0])
+        acc = importer.block_builder.emit(
+            relax.op.matmul(importer.env[x_q], weight_t, out_dtype="int32"))
+        bias = args[2] if len(args) > 2 else None
+        return rescale(importer, acc, (s_x * s_w).reshape(1, -1), bias)
+
+    return {f"{QUANTIZE}.default": quantize, f"{DEQUANTIZE}.default": dequantize,
+            f"{DEQUANTIZE_CHANNEL}.default": dequantize_channel,
+            "conv2d.default": conv2d, "linear.default": linear}
+
+
+def import_options(program: torch.export.ExportedProgram) -> dict:
+    """`from_exported_program` options for an int8 program. No ATen decomposition: it would
+    rewrite conv2d into convolution and linear into permute + addmm, forms the converters
+    above would all have to match; the importer converts these models' undecomposed ops."""
+    return {"custom_convert_map": convert_map(program), "run_ep_decomposition": False}
