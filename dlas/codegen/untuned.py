@@ -44,9 +44,10 @@ class Untuned:
     def build(self, mod: tvm.IRModule, primitive: Primitive,
               target: tvm.target.Target) -> tvm.runtime.Executable:
         record = RecordScheduleStats()
+        primitive.reset_stats()
         executable = tvm.compile(mod, target=target,
                                  relax_pipeline=self.pipeline(primitive, target, record))
-        self.stats = dict(record.stats)
+        self.stats = {**record.stats, **primitive.stats}
         return executable
 
     def __repr__(self) -> str:

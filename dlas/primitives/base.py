@@ -49,6 +49,23 @@ class Primitive:
             raise DLASError("primitive.sparsity_threshold", sparsity_threshold,
                             "a fraction in [0, 1]", layer="primitive")
         self.name, self.format, self.sparsity_threshold = name, format, threshold
+        self.stats: dict = {}
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Forget the last build's layer counts (codegen calls this before legalizing)."""
+        self.stats = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
+                      "fallbacks": {}}
+
+    def count_layer(self, *, sparse: bool = False, fallback: str | None = None) -> None:
+        """Record how one conv2d was legalized: `sparse` when it took the sparse format,
+        `fallback` (a reason) when this primitive could not compute it and another did.
+        The counts go into the results row; a fallback is never silent."""
+        self.stats["conv_layers"] += 1
+        self.stats["sparse_layers"] += int(sparse)
+        if fallback is not None:
+            self.stats["fallback_layers"] += 1
+            self.stats["fallbacks"][fallback] = self.stats["fallbacks"].get(fallback, 0) + 1
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         """The `customize_legalize_map` for `relax.transform.LegalizeOps`."""

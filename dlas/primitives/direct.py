@@ -3,7 +3,9 @@ direct_compute.py for the compute and the weight layouts, direct_schedule.py for
 default schedule)."""
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from tvm import relax, tirx
@@ -31,14 +33,18 @@ def _constant_array(bb: relax.BlockBuilder, expr: relax.Expr) -> np.ndarray | No
     return expr.value.numpy() if isinstance(expr, Constant) else None
 
 
-def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs)."""
+def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
+                           record: Callable[..., None] = lambda **_: None) -> relax.Expr:
+    """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs).
+    `record` (Primitive.count_layer) is told how each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
         log.info("direct: %s/%s conv2d left to TVM's own legalization",
                  attrs.data_layout, attrs.kernel_layout)
+        record(fallback=f"{attrs.data_layout}/{attrs.kernel_layout} layout: TVM's conv2d")
         return _nn_conv2d(bb, call)
+    record()
     wshape = _static(weight.ty.shape)
     groups = int(attrs.groups)
     kernel_layout = "OIHW"
@@ -66,7 +72,8 @@ class Direct(Primitive):
         super().__init__(name, format, sparsity_threshold)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
-        return {"relax.nn.conv2d": legalize_conv2d_direct}
+        return {"relax.nn.conv2d": functools.partial(legalize_conv2d_direct,
+                                                     record=self.count_layer)}
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         return [direct_conv2d_rule()]

@@ -86,6 +86,8 @@ def test_model_matches_pytorch(name, size):
     # last 2x2 -> 1x1 max-pool at 32x32: 2048 maxes, below every generic rule's threshold)
     assert r["stats"]["schedule_rules"].get("DirectConv2D", 0) > 0, r["stats"]
     assert not [f for f in r["stats"].get("unscheduled", []) if "conv" in f], r["stats"]
+    # every conv2d computed by the primitive itself, none handed back to TVM
+    assert r["stats"]["conv_layers"] > 0 and r["stats"]["fallback_layers"] == 0, r["stats"]
 
 
 @pytest.mark.parametrize("ratio,width", [(0.5, 32), (0.3, 44)])
