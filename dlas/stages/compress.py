@@ -50,7 +50,7 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
         "accuracy_trained": train_metrics.get("val_acc"),
         "accuracy_compressed": evaluate(net, val),
         "compress_s": time.perf_counter() - start,
-        "steps": steps,
+        "compression_steps": steps,  # (not "steps": the training metrics count optimizer steps)
         **{k: v for k, v in train_metrics.items() if k != "val_acc"},
         # parameters/MACs of the architecture, bytes of the weights as stored (int8: 1 each)
         **model_metrics(structure, example), "size_bytes": stored_bytes(net),
