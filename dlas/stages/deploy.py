@@ -83,6 +83,7 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
         "accuracy_compiled": float((result.logits.argmax(1) == y).mean()),
         "logit_max_abs_diff": diff,
         "logit_rel_diff": diff / scale,
+        "prediction_agreement": float((result.logits.argmax(1) == ref.argmax(1)).mean()),
         "number_format": fmt,
     })
     rtol = cfg.logit_rtol[fmt]
