@@ -38,5 +38,32 @@ def float32_copy(net: torch.nn.Module) -> torch.nn.Module:
 def to_float16(mod: tvm.IRModule, accumulate: str = ACCUMULATE) -> tvm.IRModule:
     """`mod` (imported from float32, inference passes applied) with float16 compute; the
     float16 casts of constant weights are folded, so the weights are float16 constants."""
-    return tvm.transform.Sequential([relax.transform.ToMixedPrecision(out_dtype=accumulate),
+    return tvm.transform.Sequential([ClipBoundsAsTensors(),
+                                     relax.transform.ToMixedPrecision(out_dtype=accumulate),
                                      relax.transform.FoldConstant()])(mod)
+
+
+@relax.expr_functor.mutator
+class _ClipRewriter(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+            return call
+        x, low, high = call.args
+        dtype = str(x.ty.dtype)
+        return relax.op.minimum(relax.op.maximum(x, relax.const(float(low.value), dtype)),
+                                relax.const(float(high.value), dtype))
+
+
+@tvm.transform.module_pass(opt_level=0, name="DLASClipBoundsAsTensors")
+class ClipBoundsAsTensors:
+    """relax.clip(x, lo, hi) -> minimum(maximum(x, lo), hi) with tensor bounds.
+    ToMixedPrecision stops at clip's float64 scalar bounds ("Expected TensorType, but got
+    T.float64": ReLU6 of MobileNetV2 and MNASNet)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _ClipRewriter(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()

@@ -113,3 +113,14 @@ def test_scheduled_conv2d_funcs_take_float16():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_other_precisions_are_not_float16(dtype):
     assert not is_float16(SmallCNN().to(dtype))
+
+
+def test_relu6_clip_converts_to_float16():
+    """ReLU6 imports as relax.clip with float64 scalar bounds, on which ToMixedPrecision
+    stops (MobileNetV2, MNASNet); ClipBoundsAsTensors makes it convertible."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 4, 1),
+                        nn.Hardtanh(-1.0, 2.0)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    out, ref = compiled_vs_half(net, x)
+    assert rel_diff(out.reshape(2, -1), ref.reshape(2, -1)) <= RTOL
