@@ -35,7 +35,12 @@ def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware
         mod = import_model(net, example)
         metrics = {"import_s": time.perf_counter() - start}
         start = time.perf_counter()
-        executable = codegen.build(mod, primitive, hardware.target)
+        try:
+            executable = codegen.build(mod, primitive, hardware.target)
+        except DLASError as err:
+            # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
+            err.layer = err.layer or "primitive"
+            raise
     metrics["compile_s"] = time.perf_counter() - start
     metrics.update(getattr(codegen, "stats", {}))
     with store.write("compiled", key, cfg) as tmp, in_layer("hardware"):
