@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import tvm_ffi
 from tvm import relax
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
@@ -22,6 +23,10 @@ FORMATS = ("dense", "csr", "bsr")
 # find the block again after FuseOps/FuseTIR have merged it with its neighbours
 PRIMITIVE_KEY = "dlas.primitive"
 LAYOUT_KEY = "dlas.kernel_layout"
+
+# A DLASError raised in a legalization crosses TVM's FFI (LegalizeOps runs in C++) and would
+# come back as a RuntimeError; registered, it comes back as a DLASError with its message.
+tvm_ffi.register_error("DLASError", DLASError)
 
 # f(bb, call) -> Expr, the value type of LegalizeOps' customize_legalize_map
 LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]

@@ -1,6 +1,7 @@
 """The `direct` primitive: legalization of relax.nn.conv2d to `conv2d_direct` (see
 direct_compute.py for the compute and the weight layouts, direct_schedule.py for its
-default schedule)."""
+default schedule), or with format csr/bsr to its sparse variants for the layers whose
+constant weight is sparse enough (direct_sparse.py, direct_sparse_schedule.py)."""
 from __future__ import annotations
 
 import functools
@@ -14,9 +15,14 @@ from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
+from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Primitive
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
+                                           window_offsets)
+from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, weight_sparsity
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +68,90 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
                       groups, str(out_dtype), kernel_layout, primfunc_name_hint="conv2d_direct")
 
 
-class Direct(Primitive):
-    """Direct convolution, dense weights (config: conf/primitive/direct.yaml)."""
+def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, format: str,
+                                  threshold: float, block: tuple[int, int],
+                                  record: Callable[..., None] = lambda **_: None
+                                  ) -> relax.Expr:
+    """LegalizeOps hook for format csr/bsr: a layer whose constant weight has sparsity >=
+    `threshold` gets `conv2d_direct_csr`/`_bsr` with the weight as constant sparse arrays;
+    any other layer is the dense direct conv (a non-constant weight recorded as fallback)."""
+    attrs = call.attrs
+    data, weight = call.args
+    dense = functools.partial(legalize_conv2d_direct, bb, call)
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return dense(record=record)
+    value = _constant_array(bb, weight)
+    if value is None:
+        return dense(record=lambda **_: record(fallback=f"{format}: weight not a constant, "
+                                                        "dense direct"))
+    if weight_sparsity(value) < threshold:
+        return dense(record=record)
+    dshape = _static(data.ty.shape)
+    if dshape is None:
+        return dense(record=lambda **_: record(fallback=f"{format}: dynamic input shape, "
+                                                        "dense direct"))
+    matrix = as_matrix(value)
+    geo = geometry(dshape, value.shape, attrs.strides, attrs.padding, attrs.dilation)
+    if format == "csr":
+        sparse = to_csr(matrix)
+        offsets, compute = window_offsets(sparse.indices, geo), conv2d_direct_csr
+    else:
+        check_block(matrix.shape, block, layer=f"conv2d weight {list(value.shape)}")
+        sparse = to_bsr(matrix, block)
+        columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
+        offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
+    record(sparse=True)
+    max_row = max(1, int(np.diff(sparse.indptr).max()))
+    # max_row unused trailing entries: every row reads max_row entries from its start
+    values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),
+                                                   sparse.data.dtype)])
+    offsets = np.concatenate([offsets, np.zeros((max_row, *offsets.shape[1:]), np.int32)])
+    out_dtype = attrs.out_dtype or call.ty.dtype
+    return bb.call_te(compute, data, relax.const(values), relax.const(offsets),
+                      relax.const(sparse.indptr), list(value.shape), max_row, attrs.strides,
+                      attrs.padding, attrs.dilation, int(attrs.groups), str(out_dtype),
+                      primfunc_name_hint=f"conv2d_direct_{format}")
 
-    formats = ("dense",)
+
+def _check_block(block) -> tuple[int, int]:
+    try:
+        bo, bk = (int(b) for b in block)
+    except (TypeError, ValueError):
+        bo = bk = 0
+    if bo < 1 or bk < 1:
+        raise DLASError("primitive.block", block, "two positive integers [bo, bk]",
+                        layer="primitive")
+    return bo, bk
+
+
+class Direct(Primitive):
+    """Direct convolution (config: conf/primitive/direct.yaml).
+
+    format dense: every layer dense. csr/bsr: each layer whose constant weight has sparsity
+    >= sparsity_threshold is computed from its sparse form, the others dense; `block`
+    (bo output channels x bk weight columns) is the BSR tile, it must divide every layer
+    that goes bsr (DLASError otherwise).
+    """
+
+    formats = ("dense", "csr", "bsr")
 
     def __init__(self, name: str = "direct", format: str = "dense",
-                 sparsity_threshold: float = 0.5):
+                 sparsity_threshold: float = 0.5, block=(4, 1)):
         super().__init__(name, format, sparsity_threshold)
+        self.block = _check_block(block)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
-        return {"relax.nn.conv2d": functools.partial(legalize_conv2d_direct,
-                                                     record=self.count_layer)}
+        if self.format == "dense":
+            hook = functools.partial(legalize_conv2d_direct, record=self.count_layer)
+        else:
+            hook = functools.partial(legalize_conv2d_direct_sparse, format=self.format,
+                                     threshold=self.sparsity_threshold, block=self.block,
+                                     record=self.count_layer)
+        return {"relax.nn.conv2d": hook}
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", block={list(self.block)})"
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
-        return [direct_conv2d_rule()]
+        rules = [direct_conv2d_rule()]
+        return rules + [direct_sparse_rule()] if self.format != "dense" else rules

@@ -168,7 +168,7 @@ def test_block_weight_layout():
         kernel_block("HWIO")
 
 
-@pytest.mark.parametrize("fmt", ["csr", "bsr", "sparse"])
+@pytest.mark.parametrize("fmt", ["coo", "sparse"])
 def test_bad_format_names_value_and_choices(fmt):
     with pytest.raises(DLASError) as err:
         Direct(format=fmt)

@@ -1,0 +1,264 @@
+"""The conv2d primitives (every conf/primitive/*.yaml) x weight format, layer by layer and on
+a whole pruned resnet18, against PyTorch.
+
+    python benchmarks/primitives.py [--parts layers int8 model] [--primitives direct gemm ...]
+                                    [--formats dense csr bsr] [--layers 0 3 ...]
+                                    [--sparsity 0.9] [--model-sparsities 0.5 0.7 0.9 0.95]
+                                    [--warmup 3] [--repeat 10] [--min-repeat-ms 50]
+
+Parts:
+- layers: each distinct conv2d of resnet18 at 32x32 (dlas/primitives/workloads.py; --layers
+  picks by the index printed), float32, batch 1: dense weights for `dense`; for csr/bsr a
+  random weight magnitude-pruned to --sparsity (0.9), the primitive's own sparsity_threshold
+  deciding whether the layer goes sparse (the `how` column: sparse, dense or the fallback's
+  reason). PyTorch: torch.nn.functional.conv2d on the same (pruned) weight, dense.
+- int8: the same layers with int8 data and weights, int32 output (the stack's int8 graphs);
+  the PyTorch row is its float32 conv of the same shapes (eager PyTorch has no int8 conv2d
+  with int32 output on CPU), so it is a reference point, not a like-for-like rival.
+- model: resnet18 (digits size: 32x32, 10 classes; random weights, BN statistics randomised
+  as in tests/codegen/test_models_compile.py) globally magnitude-pruned (conv and linear
+  weights, dlas.compression.UnstructuredPruning) to each of --model-sparsities, each
+  primitive x format through the Untuned build, next to PyTorch eager on the pruned net.
+
+DLAS latency: DLAS's own measurement (dlas/hardware/measure.py) through the local loopback
+RPC server (dlas.hardware.LocalCPU; TVM threads = CPUs this process may use): each build is
+exported to a shared library, loaded by the server, run --warmup times, then timed by
+time_evaluator, --repeat repeats of at least --min-repeat-ms each. PyTorch runs in this
+process (the TVM runtime lives in the server's process, so the two thread pools never share
+one) with torch.set_num_threads(CPUs), timed the same way, and also with 1 thread (see
+--torch-threads): on this shared 2-core VM under load, PyTorch's OpenMP spin barriers make
+its 2-thread small convs 100x slower than 1 thread (3->64 32x32: 15-28 ms against 0.1 ms at
+load 8); `x torch` is DLAS's median over the fastest PyTorch row's (below 1: DLAS faster). Printed: median, p90 and spread
+(coefficient of variation) over the repeats, GMAC/s, ratio to PyTorch's median, and the
+output's max |difference| to a float64 PyTorch reference over max |reference| (int8: exact
+integers expected, so 0). A row whose build fails prints its error and the table goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests" / "primitives"),
+                str(ROOT / "tests" / "codegen")]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from conv_reference import (magnitude_prune, make_primitive, primitive_configs,  # noqa: E402
+                            primitive_formats, random_case, torch_reference)
+from test_models_compile import rescale  # noqa: E402
+from untuned_baseline import count_macs  # noqa: E402
+
+from dlas.codegen import Untuned, import_model  # noqa: E402
+from dlas.compression.unstructured import UnstructuredPruning  # noqa: E402
+from dlas.hardware import LocalCPU  # noqa: E402
+from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
+from dlas.models import build  # noqa: E402
+from dlas.primitives.base import FORMATS  # noqa: E402
+from dlas.primitives.workloads import conv2d_module, model_workloads  # noqa: E402
+
+CPUS = len(os.sched_getaffinity(0))
+
+
+def torch_rows(fn, args, what: str, macs: int, idx: str = "") -> float:
+    """Time fn() with each of --torch-threads, print a row each; the fastest median."""
+    best = float("inf")
+    for threads in args.torch_threads:
+        torch.set_num_threads(threads)
+        lat = torch_latency(fn, args.warmup, args.repeat, args.min_repeat_ms)
+        print(row(idx, what, f"torch f32 {threads}thr", lat, macs, None), flush=True)
+        best, idx, what = min(best, lat["latency_ms_median"]), "", ""
+    torch.set_num_threads(CPUS)
+    return best
+
+
+def torch_latency(fn, warmup: int, repeat: int, min_repeat_ms: float) -> dict:
+    """latency_stats of fn() like time_evaluator: runs per repeat raised until one repeat
+    lasts min_repeat_ms."""
+    with torch.no_grad():
+        for _ in range(max(warmup, 1)):
+            fn()
+        number, elapsed = 1, 0.0
+        while True:
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            elapsed = (time.perf_counter() - start) * 1e3
+            if elapsed >= min_repeat_ms or number >= 1 << 20:
+                break
+            number *= 2 if elapsed == 0 else max(2, min(int(min_repeat_ms / elapsed) + 1, 64))
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times.append((time.perf_counter() - start) * 1e3 / number)
+    return latency_stats(np.asarray(times), 0.1)
+
+
+class Bench:
+    """One RPC session; builds, exports and measures Relax modules through it."""
+
+    def __init__(self, session, measure: Measurement, workdir: Path):
+        self.session, self.measure, self.workdir, self.count = session, measure, workdir, 0
+        self.target = LocalCPU().target
+
+    def run(self, mod, primitive, inputs: np.ndarray) -> tuple[dict, np.ndarray, dict, float]:
+        codegen = Untuned()
+        start = time.perf_counter()
+        executable = codegen.build(mod, primitive, self.target)
+        compile_s = time.perf_counter() - start
+        self.count += 1
+        lib = self.workdir / f"b{self.count}.so"
+        executable.export_library(str(lib))
+        result = self.measure.run(self.session, lib, inputs)
+        lib.unlink(missing_ok=True)
+        return result.latency, result.logits, codegen.stats, compile_s
+
+
+def how(stats: dict) -> str:
+    """How the conv layers were computed: sparse/dense counts and fallback reasons."""
+    n, sparse, fallback = stats["conv_layers"], stats["sparse_layers"], stats["fallback_layers"]
+    text = "sparse" if sparse == n else "dense" if not sparse else f"{sparse}/{n} sparse"
+    if fallback:
+        text += f", {fallback} fallback: " + "; ".join(f"{r} x{c}" for r, c in
+                                                        stats["fallbacks"].items())
+    return text
+
+
+HEADER = (f"{'':4s} {'what':30s} {'primitive':18s} {'median ms':>9s} {'p90 ms':>8s} {'cv':>5s} "
+          f"{'GMAC/s':>7s} {'x torch':>7s} {'compile s':>9s} {'max|diff|/max':>13s}  how")
+
+
+def row(idx: str, what: str, name: str, lat: dict, macs: int, torch_ms: float | None,
+        compile_s: float | None = None, rel: float | None = None, note: str = "") -> str:
+    med = lat["latency_ms_median"]
+    ratio = f"{med / torch_ms:7.2f}" if torch_ms else f"{'':7s}"
+    comp = f"{compile_s:9.2f}" if compile_s is not None else f"{'':9s}"
+    diff = f"{rel:13.1e}" if rel is not None else f"{'':13s}"
+    return (f"{idx:4s} {what:30s} {name:18s} {med:9.3f} {lat['latency_ms_p90']:8.3f} "
+            f"{lat['latency_cv']:5.2f} {macs / med / 1e6:7.2f} {ratio} {comp} {diff}  {note}")
+
+
+def combos(args) -> list[tuple[str, object, str]]:
+    configs = primitive_configs()
+    missing = set(args.primitives or ()) - set(configs)
+    if missing:
+        raise SystemExit(f"--primitives: no conf/primitive/{sorted(missing)[0]}.yaml "
+                         f"(have: {', '.join(configs)})")
+    return [(name, cfg, fmt) for name, cfg in configs.items()
+            if not args.primitives or name in args.primitives
+            for fmt in primitive_formats(cfg) if fmt in args.formats]
+
+
+def bench_layers(bench: Bench, args, dtype: str) -> None:
+    layers = list(dict.fromkeys(model_workloads("resnet18", 32)))
+    picked = args.layers if args.layers is not None else range(len(layers))
+    print(f"\n== resnet18@32 conv layers, {dtype}"
+          + (" (int8 data/weights, int32 out; torch row: its float32 conv)" if dtype == "int8"
+             else f" (csr/bsr weights magnitude-pruned to {args.sparsity})"))
+    print(HEADER)
+    print("-" * len(HEADER))
+    for i in picked:
+        wl = layers[i]
+        x, dense_w = random_case(wl, dtype, 0.0, seed=i)
+        sparse_w = magnitude_prune(dense_w, args.sparsity)
+        tx, tw = (torch.from_numpy(a.astype(np.float32)) for a in (x, dense_w))
+        torch_ms = torch_rows(lambda: F.conv2d(tx, tw, stride=wl.stride, padding=wl.padding,
+                                               dilation=wl.dilation, groups=wl.groups),
+                              args, wl.label(), wl.macs, str(i))
+        for name, cfg, fmt in combos(args):
+            w = dense_w if fmt == "dense" else sparse_w
+            ref = torch_reference(wl, x, w)
+            try:
+                lat, out, stats, compile_s = bench.run(conv2d_module(wl, w, dtype),
+                                                       make_primitive(cfg, fmt), x)
+            except Exception as err:  # noqa: BLE001 -- one bad row must not end the table
+                print(f"{i:<4d} {wl.label():30s} {name + '/' + fmt:18s} FAILED "
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:150]}", flush=True)
+                continue
+            rel = float(np.abs(out.reshape(ref.shape) - ref).max() / np.abs(ref).max())
+            print(row("", "", f"{name}/{fmt}", lat, wl.macs, torch_ms, compile_s, rel,
+                      how(stats)), flush=True)
+
+
+def bench_model(bench: Bench, args) -> None:
+    torch.manual_seed(0)
+    base = rescale(build("resnet18", 10, 32))
+    x = torch.randn(1, 3, 32, 32)
+    macs = count_macs(base, x)
+    print(f"\n== resnet18@32 (10 classes, random weights), global unstructured magnitude "
+          f"pruning of conv+linear weights; {macs / 1e6:.0f} M multiply-adds (conv + linear, dense)")
+    print(HEADER)
+    print("-" * len(HEADER))
+    for sparsity in args.model_sparsities:
+        net = copy.deepcopy(base)
+        pruning = UnstructuredPruning(sparsity, scope="global")
+        net = pruning.finalize(pruning.apply(net)).eval()
+        with torch.no_grad():
+            ref = net(x).double().numpy()
+        torch_ms = torch_rows(lambda: net(x), args, f"sparsity {sparsity}", macs)
+        mod = import_model(net, x)
+        for name, cfg, fmt in combos(args):
+            try:
+                lat, out, stats, compile_s = bench.run(mod, make_primitive(cfg, fmt), x.numpy())
+            except Exception as err:  # noqa: BLE001
+                print(f"{'':4s} {'':30s} {name + '/' + fmt:18s} FAILED "
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:150]}", flush=True)
+                continue
+            rel = float(np.abs(out.reshape(ref.shape) - ref).max() / np.abs(ref).max())
+            print(row("", "", f"{name}/{fmt}", lat, macs, torch_ms, compile_s, rel,
+                      how(stats)), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["layers", "int8", "model"],
+                        choices=["layers", "int8", "model"])
+    parser.add_argument("--primitives", nargs="+", default=None,
+                        help="config names under conf/primitive (default: all)")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    parser.add_argument("--layers", nargs="+", type=int, default=None,
+                        help="indices of resnet18@32's distinct conv layers (default: all 11)")
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--model-sparsities", nargs="+", type=float,
+                        default=[0.5, 0.7, 0.9, 0.95])
+    parser.add_argument("--torch-threads", nargs="+", type=int, default=sorted({CPUS, 1}),
+                        help=f"PyTorch thread counts to time (default: {CPUS} and 1)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--min-repeat-ms", type=float, default=50)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")  # torch.export / pruning chatter
+    torch.set_num_threads(CPUS)
+    hardware = LocalCPU()
+    measure = Measurement(warmup=args.warmup, repeat=args.repeat,
+                          min_repeat_ms=args.min_repeat_ms)
+    print(f"torch {torch.__version__}, threads: torch {args.torch_threads}, TVM (RPC server) "
+          f"{hardware.num_threads}; target {hardware.target}; primitives x formats: "
+          + ", ".join(f"{n}/{f}" for n, _, f in combos(args)))
+    print(f"load average {os.getloadavg()[0]:.1f} on {CPUS} CPUs; "
+          f"latency: {args.warmup} warm-up runs, {args.repeat} repeats of >= "
+          f"{args.min_repeat_ms:g} ms; DLAS through the local RPC server")
+    with tempfile.TemporaryDirectory(prefix="dlas-prim-bench-") as tmp, \
+            hardware.session() as session:
+        bench = Bench(session, measure, Path(tmp))
+        for part in args.parts:
+            if part == "model":
+                bench_model(bench, args)
+            else:
+                bench_layers(bench, args, "int8" if part == "int8" else "float32")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Sparse variants of the `direct` primitive: conv2d over a CSR or BSR weight.
+
+The weight [O, C/g, KH, KW] is the matrix W[O, K], K = C/g*KH*KW (sparse_format.py); column
+k stands for (c, ky, kx) = (k // (KH*KW), k // KW % KH, k % KW), and
+
+out[n, o, y, x] = sum over the stored j of row o:
+                  data[j] * pad(in)[n, g(o)*Cg + c(j), y*sh + ky(j)*dh, x*sw + kx(j)*dw]
+
+computed as data[j] * flat[n, base(g(o)) + offset(k_j) + y*ws + x] (see below).
+
+BSR with block (bo, bk): the bo rows of a block row share its block columns, so the
+schedule computes them together and each input vector loaded serves bo channels.
+
+Reduce extent. The row length indptr[o+1] - indptr[o] depends on the output channel.
+Written as a TE reduce axis of that extent (tvm.md §8), create_prim_func nests a block per
+output element around the reduction, and no schedule primitive can then move the
+reduction outside a tile of output pixels. So the reduction runs to the longest row
+(`max_row`, known when the weight is a compile-time constant) and a term past the row's
+end gets weight 0 (a select on the scalar weight; with if_then_else around the whole
+term LLVM redid the index work in every unrolled copy: ~2x slower on 8x8 maps). The
+legalization appends max_row unused entries to values/offsets so those reads stay in
+bounds. The cost is the FMAs of the padding (max_row/mean row: ~1.3 at 90 % on a 3x3 conv
+with 64 input channels, ~1.1 with 512). TE's `te.sum(..., where=)` cannot be used:
+create_prim_func silently drops the condition in TVM 0.27 (checked: no block predicate).
+
+Input and weight columns. The input is re-laid once per call into `flat_input`: each
+channel zero-padded and split into its stride phases, flattened. A weight column k then
+is one offset into it (computed at compile time from the column indices,
+`window_offsets`), and output pixel (y, x) reads offset + y*ws + x: no (c, ky, kx)
+decoding in the loop (it was ~25 of the ~40 instructions per non-zero on a 4x4 map, now
+~12 for 4 vector FMAs), and a strided conv's vector over output columns is a contiguous
+load, not a gather.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
+from dlas.primitives.direct_compute import _ints
+
+SPARSE_PRIMITIVE = "direct_sparse"
+INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
+SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shapes of one conv2d and of its flat input: channel c of the padded input, split
+    into its sh x sw stride phases of hs x ws pixels, at [n, c*plane : (c+1)*plane]."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    cg: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    oh: int
+    ow: int
+    hs: int
+    ws: int
+
+    @property
+    def plane(self) -> int:
+        return self.sh * self.sw * self.hs * self.ws
+
+
+def geometry(data_shape, weight_shape, strides, padding, dilation) -> Geometry:
+    n_, c_, h_, w_ = (int(d) for d in data_shape)
+    o_, cg, kh, kw = (int(d) for d in weight_shape)
+    sh, sw = _ints(strides, 2, "strides")
+    dh, dw = _ints(dilation, 2, "dilation")
+    pt, pl, pb, pr = _ints(padding, 4, "padding")
+    hp, wp = h_ + pt + pb, w_ + pl + pr
+    oh = (hp - (kh - 1) * dh - 1) // sh + 1
+    ow = (wp - (kw - 1) * dw - 1) // sw + 1
+    return Geometry(n_, c_, h_, w_, o_, cg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow,
+                    -(-hp // sh), -(-wp // sw))
+
+
+def window_offsets(columns: np.ndarray, geo: Geometry) -> np.ndarray:
+    """Flat-input offset of weight column k = (c, ky, kx) for output pixel (0, 0) of the
+    group's first channel; output pixel (y, x) reads offset + y*ws + x."""
+    k = columns.astype(np.int64)
+    c, ky, kx = k // (geo.kh * geo.kw), k // geo.kw % geo.kh, k % geo.kw
+    wy, wx = ky * geo.dh, kx * geo.dw
+    phase = (wy % geo.sh) * geo.sw + wx % geo.sw
+    off = c * geo.plane + phase * geo.hs * geo.ws + (wy // geo.sh) * geo.ws + wx // geo.sw
+    return off.astype(np.int32)
+
+
+def flat_input(data: te.Tensor, geo: Geometry) -> te.Tensor:
+    """[N, C, H, W] -> [N, C*plane]: zero-padded and split into stride phases, so every
+    weight column is one offset and a row of outputs reads consecutive elements (vector
+    loads, no index decoding in the loop, no gathers for strided convs)."""
+    hw = geo.hs * geo.ws
+
+    def at(n, i):
+        c, r = i // geo.plane, i % geo.plane
+        phase, r = r // hw, r % hw
+        y = r // geo.ws * geo.sh + phase // geo.sw - geo.pt
+        x = r % geo.ws * geo.sw + phase % geo.sw - geo.pl
+        inside = tirx.all(y >= 0, y < geo.h, x >= 0, x < geo.w)
+        return tirx.if_then_else(inside, data[n, c, y, x], tirx.const(0, data.dtype))
+
+    return te.compute((geo.n, geo.c * geo.plane), at, name=INPUT_BLOCK,
+                      attrs={SPLIT_KEY: [geo.sh * geo.sw, geo.hs, geo.ws]})
+
+
+def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
+                 layout: str) -> te.Tensor:
+    """out[n, o, y, x] = sum over `axes` of weight * flat[n, base(o) + offset + y*ws + x],
+    (weight, offset) = term(o, *axes)."""
+    groups_base = None
+    if geo.c != geo.cg:  # grouped: the input channels of o's group start at its base
+        og = geo.o // (geo.c // geo.cg)
+        groups_base = lambda o: (o // og) * (geo.cg * geo.plane)  # noqa: E731
+    flat = flat_input(data, geo)
+
+    def body(n, o, y, x):
+        weight, offset = term(o, *axes)
+        base = offset + y * geo.ws + x
+        if groups_base is not None:
+            base = base + groups_base(o)
+        return te.sum(weight * flat[n, base].astype(out_dtype), axis=list(axes))
+
+    return te.compute((geo.n, geo.o, geo.oh, geo.ow), body, name=name, tag=name,
+                      attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE, LAYOUT_KEY: layout})
+
+
+def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
+                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
+                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape`: values[nnz],
+    offsets[nnz] (window_offsets of its column indices), indptr[O + 1]; `max_row` >= 1
+    bounds the non-zeros of a row, and values/offsets hold max_row more unused entries."""
+    geo = geometry(data.shape, weight_shape, strides, padding, dilation)
+    out_dtype = out_dtype or data.dtype
+    zero = tirx.const(0, out_dtype)
+
+    def term(o, j):
+        start = indptr[o]
+        at = start + j
+        weight = tirx.Select(j < indptr[o + 1] - start, values[at].astype(out_dtype), zero)
+        return weight, offsets[at]
+
+    return _sparse_conv(data, geo, [te.reduce_axis((0, int(max_row)), name="j")], term,
+                        out_dtype, "conv2d_direct_csr", "csr")
+
+
+def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
+                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
+                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a BSR weight: values[nnzb, bo, bk], offsets[nnzb, bk]
+    (window_offsets of each block's bk columns), indptr[O/bo + 1]; `max_row` >= 1 bounds
+    the blocks of a block row, and values/offsets hold max_row more unused blocks."""
+    geo = geometry(data.shape, weight_shape, strides, padding, dilation)
+    bo, bk = (int(d) for d in values.shape[1:])
+    out_dtype = out_dtype or data.dtype
+    zero = tirx.const(0, out_dtype)
+
+    def term(o, jb, kk):
+        start = indptr[o // bo]
+        at = start + jb
+        weight = tirx.Select(jb < indptr[o // bo + 1] - start,
+                             values[at, o % bo, kk].astype(out_dtype), zero)
+        return weight, offsets[at, kk]
+
+    axes = [te.reduce_axis((0, int(max_row)), name="jb"), te.reduce_axis((0, bk), name="kk")]
+    return _sparse_conv(data, geo, axes, term, out_dtype, "conv2d_direct_bsr",
+                        f"bsr{bo}x{bk}")

@@ -1,0 +1,195 @@
+"""The `spatial_pack` primitive: legalization of relax.nn.conv2d to the packed computes of
+spatial_pack_compute.py (dense NCHW[x]c, csr, bsr), default schedule in
+spatial_pack_schedule.py.
+
+Per layer:
+- layout other than NCHW/OIHW: TVM's own conv2d (fallback recorded);
+- groups > 1 (depthwise, grouped): the `direct` primitive's compute, which handles every
+  grouping (fallback recorded): packing input channels across groups buys nothing there;
+- weight not a constant: dense packed, weight packed inside the graph (and, for csr/bsr,
+  a fallback recorded: a sparse format needs the values at compile time);
+- weight sparsity >= sparsity_threshold (csr/bsr): the sparse compute, else dense.
+
+Block sizes (dense): `ic_block`/`oc_block` from the config, or per layer when null: the
+largest divisor of the channels up to one vector (ic) / two vectors (oc) of the
+accumulation dtype on the current target. A configured block that does not divide a layer's
+channels is replaced by the nearest divisor (logged).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from tvm import relax
+from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+from tvm.runtime import DataType
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.target import Target
+
+from dlas.errors import DLASError
+from dlas.primitives.base import LegalizeFunc, Primitive
+from dlas.primitives.direct import _constant_array, _static, legalize_conv2d_direct
+from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.schedule_utils import largest_divisor, vector_lanes, vector_registers
+from dlas.primitives.sparse_format import (as_matrix, check_block, to_bsr, to_csr,
+                                           weight_sparsity)
+from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_spatial_pack_bsr,
+                                                  conv2d_spatial_pack_csr, csr_offsets,
+                                                  pack_weight, pack_weight_te,
+                                                  sparse_output_shape)
+from dlas.primitives.spatial_pack_schedule import ACCUMULATORS, spatial_pack_rule
+
+log = logging.getLogger(__name__)
+
+def nearest_divisor(n: int, want: int) -> int:
+    """The divisor of n closest to `want` (the smaller one on a tie)."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - want), d))
+
+
+def _lanes(dtype: str) -> int:
+    """Vector lanes of the accumulation dtype on the current target (the pipeline runs
+    under `with target`; 512-bit vectors assumed without one)."""
+    target = Target.current(allow_none=True)
+    bits = DataType(dtype).bits
+    return vector_lanes(target, bits) if target is not None else 512 // bits
+
+
+def choose_block(channels: int, configured: int | None, default_cap: int, what: str) -> int:
+    if configured is None:
+        return largest_divisor(channels, default_cap)
+    if channels % configured:
+        block = nearest_divisor(channels, configured)
+        log.info("spatial_pack: %s=%d does not divide %d channels, using %d",
+                 what, configured, channels, block)
+        return block
+    return configured
+
+
+def _nonempty(array: np.ndarray) -> np.ndarray:
+    # buffers cannot be empty: an all-zero weight keeps one stored value (never read)
+    if array.shape[0] == 0:
+        array = np.zeros((1,) + array.shape[1:], dtype=array.dtype)
+    return array
+
+
+def _budget() -> int:
+    target = Target.current(allow_none=True)
+    return ACCUMULATORS[vector_registers(target)] if target is not None else 16
+
+
+def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
+                                 prim: SpatialPack) -> relax.Expr:
+    """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW graphs); `prim` gives the settings
+    and records how each layer was computed."""
+    record = prim.count_layer
+    attrs = call.attrs
+    data, weight = call.args
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        record(fallback=f"{attrs.data_layout}/{attrs.kernel_layout} layout: TVM's conv2d")
+        return _nn_conv2d(bb, call)
+    wshape = _static(weight.ty.shape)
+    dshape = _static(data.ty.shape)
+    if int(attrs.groups) != 1 or wshape is None or dshape is None:
+        reason = ("groups>1 (depthwise/grouped): direct" if int(attrs.groups) != 1
+                  else "dynamic shape: direct")
+        record(fallback=reason)
+        return legalize_conv2d_direct(bb, call)
+    out_dtype = str(attrs.out_dtype or call.ty.dtype)
+    conv_args = (attrs.strides, attrs.padding, attrs.dilation)
+    o_, c_, kh, kw = wshape
+    value = _constant_array(bb, weight)
+    if prim.format != "dense" and value is not None \
+            and weight_sparsity(value) >= prim.sparsity_threshold:
+        record(sparse=True)
+        return _sparse_call(bb, call, prim, value, out_dtype)
+    if prim.format != "dense" and value is None:
+        record(fallback="weight not a constant: dense spatial_pack")
+    else:
+        record()
+    lanes = _lanes(out_dtype)
+    ic = choose_block(c_, prim.ic_block, lanes, "ic_block")
+    oc = choose_block(o_, prim.oc_block, 2 * lanes, "oc_block")
+    if value is not None:  # pack once at compile time rather than in every inference
+        packed = relax.const(pack_weight(value, ic, oc))
+    else:
+        packed = bb.emit_te(pack_weight_te, weight, ic, oc, primfunc_name_hint="weight_pack")
+    return bb.call_te(conv2d_spatial_pack, data, packed, *conv_args, out_dtype,
+                      primfunc_name_hint="conv2d_spatial_pack")
+
+
+def _sparse_call(bb: relax.BlockBuilder, call: relax.Call, prim: SpatialPack,
+                 value: np.ndarray, out_dtype: str) -> relax.Expr:
+    """call_tir of the csr/bsr PrimFunc, the sparse weight arrays as constants."""
+    attrs, data = call.attrs, call.args[0]
+    o_, _, kh, kw = value.shape
+    dshape = _static(data.ty.shape)
+    geometry = ((kh, kw), attrs.strides, attrs.padding, attrs.dilation, out_dtype)
+    tile = {"lanes": _lanes(out_dtype), "budget": _budget()}
+    matrix = as_matrix(value)
+    if prim.format == "csr":
+        sp = to_csr(matrix)
+        values = _nonempty(sp.data)
+        columns = csr_offsets(sp.indices, (kh, kw), dshape, attrs.strides, attrs.padding,
+                              attrs.dilation)
+        func = conv2d_spatial_pack_csr(dshape, str(value.dtype), o_, values.shape[0],
+                                       *geometry, **tile)
+    else:
+        check_block(matrix.shape, prim.block, layer=f"conv2d {list(value.shape)}")
+        sp = to_bsr(matrix, prim.block)
+        values, columns = _nonempty(sp.data), sp.indices
+        func = conv2d_spatial_pack_bsr(dshape, str(value.dtype), o_, values.shape[0],
+                                       prim.block, *geometry, **tile)
+    gvar = bb.add_func(func, f"conv2d_spatial_pack_{prim.format}")
+    out_shape = sparse_output_shape(dshape, (kh, kw), attrs.strides, attrs.padding,
+                                    attrs.dilation, o_)
+    args = [data, relax.const(values), relax.const(_nonempty(columns)), relax.const(sp.indptr)]
+    return relax.call_tir(gvar, args, relax.TensorType(out_shape, out_dtype))
+
+
+def _block_size(value, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DLASError(f"primitive.{what}", value, "a positive integer or null (per layer)",
+                        layer="primitive")
+    return int(value)
+
+
+class SpatialPack(Primitive):
+    """Spatial pack convolution (NCHW[x]c), dense or sparse csr/bsr weights
+    (config: conf/primitive/spatial_pack.yaml).
+
+    block:    BSR block [bo, bk] over the weight matrix [O, C*KH*KW] (bsr only); bo is the
+              vector of output channels of the packed compute
+    ic_block, oc_block: dense packing block sizes, None = chosen per layer
+    """
+
+    formats = ("dense", "csr", "bsr")
+
+    def __init__(self, name: str = "spatial_pack", format: str = "dense",
+                 sparsity_threshold: float = 0.5, block: Sequence[int] = (16, 1),
+                 ic_block: int | None = None, oc_block: int | None = None):
+        super().__init__(name, format, sparsity_threshold)
+        block = list(block) if block is not None else None
+        if (block is None or len(block) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
+                       for b in block)):
+            raise DLASError("primitive.block", block, "two positive integers [bo, bk]",
+                            layer="primitive")
+        self.block = (int(block[0]), int(block[1]))
+        self.ic_block = _block_size(ic_block, "ic_block")
+        self.oc_block = _block_size(oc_block, "oc_block")
+
+    def legalize_map(self) -> dict[str, LegalizeFunc]:
+        return {"relax.nn.conv2d": functools.partial(legalize_conv2d_spatial_pack, prim=self)}
+
+    def schedule_rules(self, target: Target) -> list[ScheduleRule]:
+        # direct's rule for the layers handed to it (grouped, depthwise)
+        return [spatial_pack_rule(), direct_conv2d_rule()]
+
+    def __repr__(self) -> str:
+        return (f"SpatialPack(format={self.format!r}, sparsity_threshold="
+                f"{self.sparsity_threshold}, block={list(self.block)}, "
+                f"ic_block={self.ic_block}, oc_block={self.oc_block})")
