@@ -98,30 +98,32 @@ def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
             y = relax.op.add(y, relax.op.reshape(bias, scale.shape) if scale.ndim > 2 else bias)
         return importer.block_builder.emit(y)
 
-    def conv2d(node, importer):
-        operands = int8_operands(node)
-        if operands is None:
-            return importer._conv2d(node)
-        x_q, s_x, w_q, s_w = operands
-        args = importer.retrieve_args(node)
-        stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
-        acc = importer.block_builder.emit(relax.op.nn.conv2d(
-            importer.env[x_q], importer.env[w_q], strides=stride, padding=padding,
-            dilation=dilation, groups=groups, out_dtype="int32"))
-        bias = args[2] if len(args) > 2 else None
-        return rescale(importer, acc, (s_x * s_w).reshape(1, -1, 1, 1), bias)
+    def int8_converter(fallback: str, accumulate, scale_shape: tuple[int, ...]):
+        """Converter of a node whose operands are both int8 dequantizes: `accumulate(x_q,
+        W_q, args)` is its int32 product, rescaled by s_x * s_w[o] (shaped `scale_shape`)
+        plus the bias; any other node goes to the importer's own `fallback` method."""
+        def convert(node, importer):
+            operands = int8_operands(node)
+            if operands is None:
+                return getattr(importer, fallback)(node)
+            x_q, s_x, w_q, s_w = operands
+            args = importer.retrieve_args(node)
+            acc = importer.block_builder.emit(
+                accumulate(importer.env[x_q], importer.env[w_q], args))
+            bias = args[2] if len(args) > 2 else None
+            return rescale(importer, acc, (s_x * s_w).reshape(scale_shape), bias)
+        return convert
 
-    def linear(node, importer):
-        operands = int8_operands(node)
-        if operands is None:
-            return importer._linear(node)
-        x_q, s_x, w_q, s_w = operands
-        args = importer.retrieve_args(node)
-        weight_t = relax.op.permute_dims(importer.env[w_q], [1, 0])
-        acc = importer.block_builder.emit(
-            relax.op.matmul(importer.env[x_q], weight_t, out_dtype="int32"))
-        bias = args[2] if len(args) > 2 else None
-        return rescale(importer, acc, (s_x * s_w).reshape(1, -1), bias)
+    def conv2d_int32(x_q, w_q, args):
+        stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
+        return relax.op.nn.conv2d(x_q, w_q, strides=stride, padding=padding,
+                                  dilation=dilation, groups=groups, out_dtype="int32")
+
+    def matmul_int32(x_q, w_q, args):
+        return relax.op.matmul(x_q, relax.op.permute_dims(w_q, [1, 0]), out_dtype="int32")
+
+    conv2d = int8_converter("_conv2d", conv2d_int32, (1, -1, 1, 1))
+    linear = int8_converter("_linear", matmul_int32, (1, -1))
 
     return {f"{QUANTIZE}.default": quantize, f"{DEQUANTIZE}.default": dequantize,
             f"{DEQUANTIZE_CHANNEL}.default": dequantize_channel,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 QMIN, QMAX = -127, 127  # symmetric: -128 unused, so negation never overflows
 
 
-def _pt2e():
+def pt2e_api():
     """torchao's PT2E API (imported on use: torchao is slow to import and logs at import).
     Importing it also registers the quantized_decomposed ops that stored int8 models use."""
     import torchao.quantization.pt2e as pt2e
@@ -42,7 +42,7 @@ def _pt2e():
 
 
 def _specs(qat: bool):
-    pt2e, _, quantizer = _pt2e()
+    pt2e, _, quantizer = pt2e_api()
     if qat:
         act_obs = pt2e.FakeQuantize.with_args(observer=pt2e.MovingAverageMinMaxObserver,
                                               quant_min=QMIN, quant_max=QMAX, dtype=torch.int8,
@@ -64,7 +64,7 @@ def _specs(qat: bool):
 
 def conv_linear_quantizer(qat: bool = False):
     """A PT2E Quantizer annotating the input and weight of every conv2d and linear."""
-    _, _, quantizer = _pt2e()
+    _, _, quantizer = pt2e_api()
     act, weight = _specs(qat)
     ops = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 
@@ -91,7 +91,7 @@ def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.expor
 
 def allow_train_eval(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Exported graphs refuse .train()/.eval() unless told how (dropout/batch-norm ops)."""
-    pt2e, _, _ = _pt2e()
+    pt2e, _, _ = pt2e_api()
     pt2e.allow_exported_model_train_eval(gm)  # in place
     return gm
 
@@ -138,7 +138,7 @@ class Int8Quantization:
     @contextmanager
     def frozen(self, model: nn.Module):
         """Observers paused: evaluating on validation data must not move the QAT ranges."""
-        pt2e, _, _ = _pt2e()
+        pt2e, _, _ = pt2e_api()
         model.apply(pt2e.disable_observer)
         try:
             yield model
@@ -147,7 +147,7 @@ class Int8Quantization:
                 model.apply(pt2e.enable_observer)
 
     def apply(self, model: nn.Module, context) -> nn.Module:
-        _, flow, _ = _pt2e()
+        _, flow, _ = pt2e_api()
         if context.example is None:
             raise DLASError("int8 quantization", "no example input", layer="compression",
                             reason="the model is captured with torch.export on an example")
@@ -172,7 +172,7 @@ class Int8Quantization:
     def finalize(self, model: nn.Module) -> nn.Module:
         if is_int8_graph(model):
             return model  # post-training: converted in apply
-        _, flow, _ = _pt2e()
+        _, flow, _ = pt2e_api()
         model.eval()
         converted = allow_train_eval(drop_unused_tensors(flow.convert_pt2e(model)))
         converted.eval()  # (the patched eval returns None)

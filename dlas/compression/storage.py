@@ -28,8 +28,8 @@ def save_model(model: nn.Module, folder: Path, example: torch.Tensor) -> Path:
 def load_model(folder: Path) -> nn.Module:
     folder = Path(folder)
     if (folder / EXPORTED).exists():
-        from dlas.compression.int8 import _pt2e, allow_train_eval
-        _pt2e()  # registers the quantized_decomposed ops the program refers to
+        from dlas.compression.int8 import allow_train_eval, pt2e_api
+        pt2e_api()  # registers the quantized_decomposed ops the program refers to
         model = allow_train_eval(torch.export.load(folder / EXPORTED).module())
         model.eval()
         return model

@@ -9,34 +9,22 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from tvm import relax, tirx
-from tvm.ir.expr import Constant
+from tvm import relax
 from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Primitive
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
                                            window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
-from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, weight_sparsity
+from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
+                                            static_shape, takes_sparse)
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 
 log = logging.getLogger(__name__)
-
-
-def _static(shape) -> list[int] | None:
-    dims = [d.value if isinstance(d, tirx.IntImm) else d for d in shape]
-    return dims if all(isinstance(d, int) for d in dims) else None
-
-
-def _constant_array(bb: relax.BlockBuilder, expr: relax.Expr) -> np.ndarray | None:
-    """The value of the constant behind `expr` (directly, or a variable bound to one)."""
-    if isinstance(expr, relax.Var):
-        expr = bb.lookup_binding(expr) or expr
-    return expr.value.numpy() if isinstance(expr, Constant) else None
 
 
 def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
@@ -45,19 +33,19 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
     `record` (Primitive.count_layer) is told how each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+    if not is_nchw(attrs):
         log.info("direct: %s/%s conv2d left to TVM's own legalization",
                  attrs.data_layout, attrs.kernel_layout)
-        record(fallback=f"{attrs.data_layout}/{attrs.kernel_layout} layout: TVM's conv2d")
+        record(fallback=layout_fallback(attrs))
         return _nn_conv2d(bb, call)
     record()
-    wshape = _static(weight.ty.shape)
+    wshape = static_shape(weight.ty.shape)
     groups = int(attrs.groups)
     kernel_layout = "OIHW"
     block = next((b for b in (32, 16, 8, 4) if wshape and wshape[0] % b == 0), None)
     if groups == 1 and block is not None:
         kernel_layout = f"OIHW{block}o"
-        value = _constant_array(bb, weight)
+        value = constant_array(bb, weight)
         if value is not None:  # re-lay now rather than in every inference
             weight = relax.const(block_weight(value, block))
         else:
@@ -78,15 +66,15 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
     attrs = call.attrs
     data, weight = call.args
     dense = functools.partial(legalize_conv2d_direct, bb, call)
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+    if not is_nchw(attrs):
         return dense(record=record)
-    value = _constant_array(bb, weight)
+    value = constant_array(bb, weight)
     if value is None:
         return dense(record=lambda **_: record(fallback=f"{format}: weight not a constant, "
                                                         "dense direct"))
-    if weight_sparsity(value) < threshold:
+    if not takes_sparse(value, format, threshold):
         return dense(record=record)
-    dshape = _static(data.ty.shape)
+    dshape = static_shape(data.ty.shape)
     if dshape is None:
         return dense(record=lambda **_: record(fallback=f"{format}: dynamic input shape, "
                                                         "dense direct"))
@@ -113,17 +101,6 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
                       primfunc_name_hint=f"conv2d_direct_{format}")
 
 
-def _check_block(block) -> tuple[int, int]:
-    try:
-        bo, bk = (int(b) for b in block)
-    except (TypeError, ValueError):
-        bo = bk = 0
-    if bo < 1 or bk < 1:
-        raise DLASError("primitive.block", block, "two positive integers [bo, bk]",
-                        layer="primitive")
-    return bo, bk
-
-
 class Direct(Primitive):
     """Direct convolution (config: conf/primitive/direct.yaml).
 
@@ -138,7 +115,7 @@ class Direct(Primitive):
     def __init__(self, name: str = "direct", format: str = "dense",
                  sparsity_threshold: float = 0.5, block=(4, 1)):
         super().__init__(name, format, sparsity_threshold)
-        self.block = _check_block(block)
+        self.block = parse_block(block)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         if self.format == "dense":

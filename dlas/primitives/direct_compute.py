@@ -15,12 +15,14 @@ output columns, and ~40% faster than an unblocked IHWO weight when weights come 
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 from tvm import te, topi
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
+from dlas.primitives.legalize_utils import conv_ints
 
 _BLOCKED = re.compile(r"OIHW(\d+)o")
 
@@ -43,13 +45,7 @@ def block_weight(weight: np.ndarray, block: int) -> np.ndarray:
                                 .transpose(0, 2, 3, 4, 1))
 
 
-def _ints(values, n: int, what: str) -> list[int]:
-    vals = [int(v) for v in values]
-    if len(vals) == 1:
-        vals = vals * n
-    if len(vals) != n:
-        raise ValueError(f"conv2d_direct: {what} needs {n} values, got {vals}")
-    return vals
+_ints = functools.partial(conv_ints, op="conv2d_direct")
 
 
 def conv2d_direct(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,

@@ -21,18 +21,12 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
+from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_compute import kernel_block
-from dlas.primitives.schedule_utils import (annotated_blocks, block_name, extent, guarded,
-                                            iter_kinds, largest_divisor, root_blocks,
-                                            vector_lanes, vector_registers)
-
-# accumulators kept in registers: most of the register file, leaving room for the
-# weight vectors and broadcast inputs of one step
-_ACCUMULATORS = {32: 16, 16: 8}
-# multiply-adds below which a conv runs on one thread: waking the pool and joining it costs
-# more than it saves on mobilenet_v2's small layers (measured on the 2-core Zen 5 under load)
-PARALLEL_MIN_MACS = 1 << 20
+from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
+                                            isolate_conv, iter_kinds, largest_divisor,
+                                            primitive_blocks, register_tile, schedule_producer,
+                                            single_output)
 
 
 def direct_conv2d_rule() -> ScheduleRule:
@@ -41,21 +35,19 @@ def direct_conv2d_rule() -> ScheduleRule:
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    convs = [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
-             if str(sch.get(b).annotations[PRIMITIVE_KEY]) == "direct"]
-    if len(convs) != 1 or len(sch.get_output_blocks(sch.get_sblock("root"))) != 1:
+    convs = primitive_blocks(sch, "direct")
+    if len(convs) != 1 or not single_output(sch):
         return None
     conv = convs[0]
     if iter_kinds(sch, conv) != "SSSSRRR":
         return None
     layout = str(sch.get(conv).annotations[LAYOUT_KEY])
-    isolated = _isolate(sch, conv)
+    isolated = isolate_conv(sch, conv)
     if isolated is None:
         return None
     conv, epilogue, producers = isolated
 
-    lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
-    budget = _ACCUMULATORS[vector_registers(target)]
+    lanes, budget = register_tile(sch, conv, target)
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
     O, OH, OW = (extent(sch, lp) for lp in (o, y, x))
     if None in (O, OH, OW):
@@ -72,13 +64,9 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         sch.transform_layout(conv, ("write", 0), lambda n, o, y, x: (n, y, x, o))
     macs = O * OH * OW * (extent(sch, n) or 1) * _window(sch, conv)
     parallel = macs >= PARALLEL_MIN_MACS
-    fused = sch.fuse(n0, o0, y0, x0)
-    if parallel:
-        sch.parallel(fused)
-    sch.decompose_reduction(conv, rc)
-    _vectorize_epilogue(sch, epilogue, lanes)
-    for producer in producers:
-        _schedule_pad(sch, producer, parallel)
+    finish_conv_tile(sch, conv, epilogue, [n0, o0, y0, x0], rc, parallel, lanes)
+    for producer in producers:  # the pad: parallel over its (n, c) rows
+        schedule_producer(sch, producer, parallel, rows=2)
     return sch
 
 
@@ -89,26 +77,6 @@ def _window(sch, conv) -> int:
         if iv.iter_type == tirx.IterVar.CommReduce:
             size *= int(iv.dom.extent)
     return size
-
-
-def _isolate(sch: s_tir.Schedule, conv):
-    """Inline the elementwise blocks between conv and the output; give conv a local
-    accumulator. Returns (conv, epilogue block, producer blocks), None if the last block
-    is not fed by the conv."""
-    blocks = root_blocks(sch)
-    names = [block_name(sch, b) for b in blocks]
-    idx = names.index(block_name(sch, conv))
-    for block in blocks[idx + 1:-1]:
-        sch.compute_inline(block)
-    producers = blocks[:idx]
-    if idx == len(blocks) - 1:  # conv writes the output itself
-        epilogue = sch.cache_write(conv, 0, "local")
-    else:
-        epilogue = root_blocks(sch)[-1]
-        if block_name(sch, conv) not in {block_name(sch, p) for p in sch.get_producers(epilogue)}:
-            return None
-        sch.set_scope(conv, 0, "local")
-    return conv, epilogue, producers
 
 
 def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
@@ -151,21 +119,3 @@ def _tile_columns_vectorised(sch, conv, lanes, budget, O, OH, OW):
     if xt > 1:
         sch.vectorize(x1)
     return n, o0, y0, x0
-
-
-def _vectorize_epilogue(sch, epilogue, lanes):
-    loops = sch.get_loops(epilogue)
-    inner = loops[-1]
-    ext = extent(sch, inner)
-    if ext is not None and 1 < ext <= 4 * lanes:
-        sch.vectorize(inner)
-
-
-def _schedule_pad(sch, block, parallel):
-    """A producer (the pad) runs before the conv, parallel over its (n, c) rows."""
-    loops = sch.get_loops(block)
-    if iter_kinds(sch, block).strip("S") or len(loops) < 3:
-        return
-    fused = sch.fuse(*loops[:2])
-    if parallel:
-        sch.parallel(fused)

@@ -33,17 +33,20 @@ load, not a gather.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from tvm import te, tirx
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
-from dlas.primitives.direct_compute import _ints
+from dlas.primitives.legalize_utils import conv_ints
 
 SPARSE_PRIMITIVE = "direct_sparse"
 INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
 SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
+
+_ints = functools.partial(conv_ints, op="conv2d_direct")
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,11 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
-from dlas.primitives.direct_schedule import PARALLEL_MIN_MACS, _isolate, _vectorize_epilogue
+from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_sparse import SPARSE_PRIMITIVE, SPLIT_KEY
-from dlas.primitives.schedule_utils import (annotated_blocks, extent, guarded, iter_kinds,
-                                            largest_divisor, vector_lanes, vector_registers)
-
-# vector accumulators per tile: half the register file, the rest holds the input vectors
-# and weight broadcasts of one step
-_ACCUMULATORS = {32: 16, 16: 8}
+from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
+                                            isolate_conv, iter_kinds, largest_divisor,
+                                            primitive_blocks, register_tile, single_output)
 
 
 def direct_sparse_rule() -> ScheduleRule:
@@ -38,9 +34,8 @@ def direct_sparse_rule() -> ScheduleRule:
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    convs = [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
-             if str(sch.get(b).annotations[PRIMITIVE_KEY]) == SPARSE_PRIMITIVE]
-    if len(convs) != 1 or len(sch.get_output_blocks(sch.get_sblock("root"))) != 1:
+    convs = primitive_blocks(sch, SPARSE_PRIMITIVE)
+    if len(convs) != 1 or not single_output(sch):
         return None
     conv = convs[0]
     layout = str(sch.get(conv).annotations[LAYOUT_KEY])
@@ -49,13 +44,12 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     kinds = iter_kinds(sch, conv)
     if kinds != ("SSSSR" if csr else "SSSSRR"):
         return None
-    isolated = _isolate(sch, conv)
+    isolated = isolate_conv(sch, conv)
     if isolated is None:
         return None
     conv, epilogue, producers = isolated
 
-    lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
-    budget = _ACCUMULATORS[vector_registers(target)]
+    lanes, budget = register_tile(sch, conv, target)
     loops = sch.get_loops(conv)
     n, o, y, x = loops[:4]
     reduce = loops[4:]
@@ -79,12 +73,8 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     if (extent(sch, x1) or 1) > 1:
         sch.vectorize(x1)
     sch.reverse_compute_at(epilogue, x0, preserve_unit_loops=True)
-    outer = sch.fuse(n, o0)
     parallel = steps >= PARALLEL_MIN_MACS
-    if parallel:
-        sch.parallel(outer)
-    sch.decompose_reduction(conv, reduce[0])
-    _vectorize_epilogue(sch, epilogue, lanes)
+    finish_conv_tile(sch, conv, epilogue, [n, o0], reduce[0], parallel, lanes)
     for producer in producers:
         _schedule_input(sch, producer, parallel)
     return sch

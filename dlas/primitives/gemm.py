@@ -19,14 +19,15 @@ from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.errors import DLASError
 from dlas.primitives.base import FORMATS, LegalizeFunc, Primitive
-from dlas.primitives.direct import _constant_array, _static, legalize_conv2d_direct
+from dlas.primitives.direct import legalize_conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.gemm_compute import (conv2d_gemm, conv2d_gemm_bsr, conv2d_gemm_csr,
                                           pack_block, pack_weight, pack_weight_te)
 from dlas.primitives.gemm_schedule import gemm_conv2d_rule
-from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, weight_sparsity
+from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
+                                            static_shape, takes_sparse)
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 
 DEPTHWISE = "depthwise: direct (GEMM of one channel per group)"
 NOT_CONSTANT = "weight not a constant: dense gemm"
@@ -56,10 +57,10 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
     `record` (Primitive.count_layer) is told how each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
-        record(fallback=f"{attrs.data_layout}/{attrs.kernel_layout} layout: TVM's conv2d")
+    if not is_nchw(attrs):
+        record(fallback=layout_fallback(attrs))
         return _nn_conv2d(bb, call)
-    wshape, dshape = _static(weight.ty.shape), _static(data.ty.shape)
+    wshape, dshape = static_shape(weight.ty.shape), static_shape(data.ty.shape)
     groups = int(attrs.groups)
     if wshape is None or dshape is None:
         record(fallback="dynamic shape: direct")
@@ -70,8 +71,8 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
         return legalize_conv2d_direct(bb, call)
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv = (attrs.strides, attrs.padding, attrs.dilation, groups, out_dtype)
-    value = _constant_array(bb, weight)
-    if format != "dense" and value is not None and weight_sparsity(value) >= sparsity_threshold:
+    value = constant_array(bb, weight)
+    if takes_sparse(value, format, sparsity_threshold):
         matrix = as_matrix(value)
         record(sparse=True)
         if format == "csr":
@@ -94,17 +95,6 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
                       primfunc_name_hint="conv2d_gemm")
 
 
-def _check_block(block) -> tuple[int, int]:
-    try:
-        bo, bk = (int(b) for b in block)
-    except (TypeError, ValueError):
-        bo = bk = 0
-    if bo < 1 or bk < 1:
-        raise DLASError("primitive.block", block, "two positive integers [bo, bk]",
-                        layer="primitive")
-    return bo, bk
-
-
 class Gemm(Primitive):
     """im2col + GEMM convolution, dense, CSR or BSR weights (config: conf/primitive/gemm.yaml).
 
@@ -117,7 +107,7 @@ class Gemm(Primitive):
     def __init__(self, name: str = "gemm", format: str = "dense",
                  sparsity_threshold: float = 0.5, block: Sequence[int] = (4, 1)):
         super().__init__(name, format, sparsity_threshold)
-        self.block = _check_block(block)
+        self.block = parse_block(block)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         return {"relax.nn.conv2d": functools.partial(

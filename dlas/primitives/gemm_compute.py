@@ -21,22 +21,19 @@ bo channels in one such loop (a tuple reduction), then interleaves them.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from tvm import te, tirx
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
+from dlas.primitives.legalize_utils import conv_ints
 
 # block annotation naming the weight format of a gemm block (dense, csr, bsr)
 FORMAT_KEY = "dlas.format"
 
 
-def _ints(values, n: int, what: str) -> list[int]:
-    vals = [int(v) for v in values]
-    if len(vals) == 1:
-        vals = vals * n
-    if len(vals) != n:
-        raise ValueError(f"conv2d_gemm: {what} needs {n} values, got {vals}")
-    return vals
+_ints = functools.partial(conv_ints, op="conv2d_gemm")
 
 
 def out_size(h: int, w: int, kernel, strides, padding, dilation) -> tuple[int, int]:

@@ -32,15 +32,11 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
-from dlas.primitives.direct_schedule import PARALLEL_MIN_MACS, _isolate, _vectorize_epilogue
+from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.gemm_compute import FORMAT_KEY
-from dlas.primitives.schedule_utils import (annotated_blocks, extent, guarded,
-                                            iter_kinds, largest_divisor, vector_lanes,
-                                            vector_registers)
-
-# accumulators kept in registers (as direct_schedule: most of the register file)
-_ACCUMULATORS = {32: 16, 16: 8}
+from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
+                                            isolate_conv, iter_kinds, largest_divisor,
+                                            primitive_blocks, register_tile, single_output)
 # pixels of a dense tile: with 2 vectors of channels, 16 accumulators (AVX-512)
 _PIXELS = 8
 # sparse tiles: at most this many vectors of pixels per output row (independent FMA
@@ -54,21 +50,17 @@ def gemm_conv2d_rule() -> ScheduleRule:
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    convs = [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
-             if str(sch.get(b).annotations[PRIMITIVE_KEY]) == "gemm"]
-    cols = [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
-            if str(sch.get(b).annotations[PRIMITIVE_KEY]) == "gemm.im2col"]
+    convs, cols = primitive_blocks(sch, "gemm"), primitive_blocks(sch, "gemm.im2col")
     if len(convs) != 1 or len(cols) != 1:
         return None
     conv, im2col = convs[0], cols[0]
     fmt = str(sch.get(conv).annotations[FORMAT_KEY])
-    lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
-    budget = _ACCUMULATORS[vector_registers(target)]
+    lanes, budget = register_tile(sch, conv, target)
     if fmt in ("csr", "bsr"):
         return _sparse(sch, conv, im2col, lanes, budget)
-    if fmt != "dense" or len(sch.get_output_blocks(sch.get_sblock("root"))) != 1:
+    if fmt != "dense" or not single_output(sch):
         return None
-    isolated = _isolate(sch, conv)
+    isolated = isolate_conv(sch, conv)
     if isolated is None:
         return None
     conv, epilogue, _ = isolated
@@ -79,11 +71,7 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     outer, reduction, macs = tile
     sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=True)
     parallel = macs >= PARALLEL_MIN_MACS
-    fused = sch.fuse(*outer)
-    if parallel:
-        sch.parallel(fused)
-    sch.decompose_reduction(conv, reduction)
-    _vectorize_epilogue(sch, epilogue, lanes)
+    finish_conv_tile(sch, conv, epilogue, outer, reduction, parallel, lanes)
     _schedule_im2col(sch, im2col, parallel)
     return sch
 

@@ -13,6 +13,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
+from dlas.primitives.base import PRIMITIVE_KEY
+
 log = logging.getLogger(__name__)
 
 RULE_KEY = "dlas.schedule_rule"
@@ -112,6 +114,88 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, *,
         sch.vectorize(inner)
     if outer and total >= parallel_min_elems:
         fuse_and_parallelize(sch, outer)
+
+
+# vector accumulators of a conv's register tile, by vector registers of the target: most of
+# the register file, the rest holds the weight vectors and broadcast inputs of one step
+ACCUMULATORS = {32: 16, 16: 8}
+# multiply-adds below which a conv runs on one thread: waking the pool and joining it costs
+# more than it saves on mobilenet_v2's small layers (measured on the 2-core Zen 5 under load)
+PARALLEL_MIN_MACS = 1 << 20
+
+
+def primitive_blocks(sch: s_tir.Schedule, name: str) -> list[SBlockRV]:
+    """The root blocks the compute of primitive `name` marked as its own."""
+    return [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
+            if str(sch.get(b).annotations[PRIMITIVE_KEY]) == name]
+
+
+def single_output(sch: s_tir.Schedule) -> bool:
+    """Whether the function has one output block (the epilogue can follow the conv tile)."""
+    return len(sch.get_output_blocks(sch.get_sblock("root"))) == 1
+
+
+def register_tile(sch: s_tir.Schedule, conv: SBlockRV, target: Target) -> tuple[int, int]:
+    """(vector lanes of the conv's output dtype, accumulator vectors of one register tile)
+    on `target`."""
+    lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
+    return lanes, ACCUMULATORS[vector_registers(target)]
+
+
+def isolate_conv(sch: s_tir.Schedule, conv: SBlockRV, *, inline_pad: bool = False):
+    """Inline the elementwise blocks between `conv` and the output; give conv a local
+    accumulator. `inline_pad`: a pad feeding a second producer (pad -> data_pack) is
+    inlined into it, one pass over the input. Returns (conv, epilogue block, producer
+    blocks), None if the last block is not fed by the conv."""
+    blocks = root_blocks(sch)
+    names = [block_name(sch, b) for b in blocks]
+    idx = names.index(block_name(sch, conv))
+    for block in blocks[idx + 1:-1]:
+        sch.compute_inline(block)
+    producers = blocks[:idx]
+    if inline_pad and len(producers) == 2:
+        sch.compute_inline(producers[0])
+        producers = producers[1:]
+    if idx == len(blocks) - 1:  # conv writes the output itself
+        epilogue = sch.cache_write(conv, 0, "local")
+    else:
+        epilogue = root_blocks(sch)[-1]
+        if block_name(sch, conv) not in {block_name(sch, p) for p in sch.get_producers(epilogue)}:
+            return None
+        sch.set_scope(conv, 0, "local")
+    return conv, epilogue, producers
+
+
+def vectorize_epilogue(sch: s_tir.Schedule, epilogue: SBlockRV, lanes: int) -> None:
+    """Vectorise the epilogue's innermost loop (at the tile) when it is a few vectors long."""
+    inner = sch.get_loops(epilogue)[-1]
+    ext = extent(sch, inner)
+    if ext is not None and 1 < ext <= 4 * lanes:
+        sch.vectorize(inner)
+
+
+def finish_conv_tile(sch: s_tir.Schedule, conv: SBlockRV, epilogue: SBlockRV,
+                     outer: list[LoopRV], reduction: LoopRV, parallel: bool,
+                     lanes: int) -> None:
+    """The common end of a conv rule, after the epilogue is computed at the tile: the outer
+    loops fused (parallel when `parallel`), the accumulator init split from the reduction,
+    the epilogue vectorised."""
+    fused = sch.fuse(*outer)
+    if parallel:
+        sch.parallel(fused)
+    sch.decompose_reduction(conv, reduction)
+    vectorize_epilogue(sch, epilogue, lanes)
+
+
+def schedule_producer(sch: s_tir.Schedule, block: SBlockRV, parallel: bool, rows: int) -> None:
+    """A producer of the conv (pad, data pack) runs once before it: its first `rows` loops
+    fused, parallel when `parallel` (a zero fill inlined would sit in the hot loop)."""
+    loops = sch.get_loops(block)
+    if iter_kinds(sch, block).strip("S") or len(loops) < 3:
+        return
+    fused = sch.fuse(*loops[:rows])
+    if parallel:
+        sch.parallel(fused)
 
 
 def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | None]

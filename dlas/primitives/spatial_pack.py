@@ -30,16 +30,18 @@ from tvm.target import Target
 
 from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Primitive
-from dlas.primitives.direct import _constant_array, _static, legalize_conv2d_direct
+from dlas.primitives.direct import legalize_conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
-from dlas.primitives.schedule_utils import largest_divisor, vector_lanes, vector_registers
-from dlas.primitives.sparse_format import (as_matrix, check_block, to_bsr, to_csr,
-                                           weight_sparsity)
+from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
+                                            static_shape, takes_sparse)
+from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
+                                            vector_registers)
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_spatial_pack_bsr,
                                                   conv2d_spatial_pack_csr, csr_offsets,
                                                   pack_weight, pack_weight_te,
                                                   sparse_output_shape)
-from dlas.primitives.spatial_pack_schedule import ACCUMULATORS, spatial_pack_rule
+from dlas.primitives.spatial_pack_schedule import spatial_pack_rule
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,11 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
     record = prim.count_layer
     attrs = call.attrs
     data, weight = call.args
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
-        record(fallback=f"{attrs.data_layout}/{attrs.kernel_layout} layout: TVM's conv2d")
+    if not is_nchw(attrs):
+        record(fallback=layout_fallback(attrs))
         return _nn_conv2d(bb, call)
-    wshape = _static(weight.ty.shape)
-    dshape = _static(data.ty.shape)
+    wshape = static_shape(weight.ty.shape)
+    dshape = static_shape(data.ty.shape)
     if int(attrs.groups) != 1 or wshape is None or dshape is None:
         reason = ("groups>1 (depthwise/grouped): direct" if int(attrs.groups) != 1
                   else "dynamic shape: direct")
@@ -99,9 +101,8 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv_args = (attrs.strides, attrs.padding, attrs.dilation)
     o_, c_, kh, kw = wshape
-    value = _constant_array(bb, weight)
-    if prim.format != "dense" and value is not None \
-            and weight_sparsity(value) >= prim.sparsity_threshold:
+    value = constant_array(bb, weight)
+    if takes_sparse(value, prim.format, prim.sparsity_threshold):
         record(sparse=True)
         return _sparse_call(bb, call, prim, value, out_dtype)
     if prim.format != "dense" and value is None:
@@ -124,7 +125,7 @@ def _sparse_call(bb: relax.BlockBuilder, call: relax.Call, prim: SpatialPack,
     """call_tir of the csr/bsr PrimFunc, the sparse weight arrays as constants."""
     attrs, data = call.attrs, call.args[0]
     o_, _, kh, kw = value.shape
-    dshape = _static(data.ty.shape)
+    dshape = static_shape(data.ty.shape)
     geometry = ((kh, kw), attrs.strides, attrs.padding, attrs.dilation, out_dtype)
     tile = {"lanes": _lanes(out_dtype), "budget": _budget()}
     matrix = as_matrix(value)

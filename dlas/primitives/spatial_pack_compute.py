@@ -34,11 +34,14 @@ Operands are cast to `out_dtype` before multiplying (int8 -> int32, float16 -> f
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from tvm import te, tirx, topi
 from tvm.script import tirx as T
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
+from dlas.primitives.legalize_utils import conv_ints
 from dlas.primitives.schedule_utils import largest_divisor
 
 RULE = "SpatialPackConv2D"  # the schedule rule name (spatial_pack_schedule.py)
@@ -46,13 +49,7 @@ RULE = "SpatialPackConv2D"  # the schedule rule name (spatial_pack_schedule.py)
 NAME = "spatial_pack"
 
 
-def _ints(values, n: int, what: str) -> list[int]:
-    vals = [int(v) for v in values] if hasattr(values, "__len__") else [int(values)]
-    if len(vals) == 1:
-        vals = vals * n
-    if len(vals) != n:
-        raise ValueError(f"spatial_pack: {what} needs {n} values, got {vals}")
-    return vals
+_ints = functools.partial(conv_ints, op="spatial_pack")
 
 
 def _geometry(data: te.Tensor, kh: int, kw: int, strides, padding, dilation):

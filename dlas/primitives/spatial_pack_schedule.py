@@ -20,16 +20,11 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import PRIMITIVE_KEY
-from dlas.primitives.direct_schedule import PARALLEL_MIN_MACS
+from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
+                                            isolate_conv, iter_kinds, largest_divisor,
+                                            primitive_blocks, register_tile, schedule_producer,
+                                            single_output)
 from dlas.primitives.spatial_pack_compute import NAME, RULE
-from dlas.primitives.schedule_utils import (annotated_blocks, block_name, extent, guarded,
-                                            iter_kinds, largest_divisor, root_blocks,
-                                            vector_lanes, vector_registers)
-
-# vector accumulators of one tile: most of the register file, the rest holds the weight
-# vectors and broadcast inputs of one step
-ACCUMULATORS = {32: 16, 16: 8}
 
 
 def spatial_pack_rule() -> ScheduleRule:
@@ -38,56 +33,28 @@ def spatial_pack_rule() -> ScheduleRule:
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    convs = [b for b in annotated_blocks(sch, PRIMITIVE_KEY)
-             if str(sch.get(b).annotations[PRIMITIVE_KEY]) == NAME]
+    convs = primitive_blocks(sch, NAME)
     if len(convs) != 1:
         return None
     conv = convs[0]
-    if (iter_kinds(sch, conv) != "SSSSSRRRR"
-            or len(sch.get_output_blocks(sch.get_sblock("root"))) != 1):
+    if iter_kinds(sch, conv) != "SSSSSRRRR" or not single_output(sch):
         return None
-    isolated = _isolate(sch, conv)
+    # unpack and epilogue inlined; pad -> data_pack: the pad inlined, one pass over the input
+    isolated = isolate_conv(sch, conv, inline_pad=True)
     if isolated is None:
         return None
     conv, epilogue, producers = isolated
-    lanes = vector_lanes(target, sch.get(conv).writes[0].source.dtype.bits)
-    budget = ACCUMULATORS[vector_registers(target)]
+    lanes, budget = register_tile(sch, conv, target)
     tiled = _tile_packed(sch, conv, lanes, budget)
     if tiled is None:
         return None
     parallel_loops, at, first_reduction = tiled
     sch.reverse_compute_at(epilogue, at, preserve_unit_loops=True)
-    fused = sch.fuse(*parallel_loops)
     parallel = _macs(sch, conv) >= PARALLEL_MIN_MACS
-    if parallel:
-        sch.parallel(fused)
-    sch.decompose_reduction(conv, first_reduction)
-    _vectorize_epilogue(sch, epilogue, lanes)
-    for producer in producers:
-        _schedule_producer(sch, producer, parallel)
+    finish_conv_tile(sch, conv, epilogue, parallel_loops, first_reduction, parallel, lanes)
+    for producer in producers:  # data_pack (or pad): parallel over its outer rows
+        schedule_producer(sch, producer, parallel, rows=3)
     return sch
-
-
-def _isolate(sch: s_tir.Schedule, conv):
-    """Inline the blocks between conv and the output (unpack, epilogue) and the pad into
-    the data pack; give conv a local accumulator. Returns (conv, last block, producers)."""
-    blocks = root_blocks(sch)
-    names = [block_name(sch, b) for b in blocks]
-    idx = names.index(block_name(sch, conv))
-    for block in blocks[idx + 1:-1]:
-        sch.compute_inline(block)
-    producers = blocks[:idx]
-    if len(producers) == 2:  # pad -> data_pack: one pass over the input
-        sch.compute_inline(producers[0])
-        producers = producers[1:]
-    if idx == len(blocks) - 1:  # conv writes the output itself
-        epilogue = sch.cache_write(conv, 0, "local")
-    else:
-        epilogue = root_blocks(sch)[-1]
-        if block_name(sch, conv) not in {block_name(sch, p) for p in sch.get_producers(epilogue)}:
-            return None
-        sch.set_scope(conv, 0, "local")
-    return conv, epilogue, producers
 
 
 def _tile_packed(sch, conv, lanes, budget):
@@ -121,20 +88,3 @@ def _macs(sch, conv) -> int:
     for iv in sch.get(conv).iter_vars:
         size *= int(iv.dom.extent)
     return size
-
-
-def _vectorize_epilogue(sch, epilogue, lanes):
-    inner = sch.get_loops(epilogue)[-1]
-    ext = extent(sch, inner)
-    if ext is not None and 1 < ext <= 4 * lanes:
-        sch.vectorize(inner)
-
-
-def _schedule_producer(sch, block, parallel):
-    """data_pack / pad: parallel over its outer rows."""
-    loops = sch.get_loops(block)
-    if iter_kinds(sch, block).strip("S") or len(loops) < 3:
-        return
-    fused = sch.fuse(*loops[:3])
-    if parallel:
-        sch.parallel(fused)

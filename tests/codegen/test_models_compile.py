@@ -34,8 +34,10 @@ SLOW = {("densenet161", 224)}  # ~80 s here (50 s of it compiling 175 PrimFuncs)
 RTOL, ATOL = 1e-4, 1e-5
 
 
-def rescale(net: nn.Module, seed: int = 1) -> nn.Module:
-    """Random BN statistics/affine and default-init Linear layers, so logits are O(1)."""
+def rescale(net: nn.Module, seed: int = 1, *, bn_bias: bool = True,
+            linear: bool = True) -> nn.Module:
+    """Random BN statistics/affine and default-init Linear layers, so logits are O(1).
+    bn_bias / linear False: leave the BN biases / Linear layers as they are."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
@@ -44,8 +46,9 @@ def rescale(net: nn.Module, seed: int = 1) -> nn.Module:
                 m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-            elif isinstance(m, nn.Linear):
+                if bn_bias:
+                    m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+            elif linear and isinstance(m, nn.Linear):
                 m.reset_parameters()
     return net.eval()
 

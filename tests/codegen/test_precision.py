@@ -19,6 +19,7 @@ from dlas.codegen import Untuned, import_model
 from dlas.codegen.precision import is_float16
 from dlas.models import build
 from dlas.primitives import Direct
+from tests.codegen.test_models_compile import rescale
 
 RTOL = 1e-2
 TARGET = "llvm"
@@ -42,15 +43,8 @@ class SmallCNN(nn.Module):
 
 
 def randomize_bn(net: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-    return net.eval()
+    """Random BN statistics and scales (biases and Linear layers as initialised)."""
+    return rescale(net, bn_bias=False, linear=False)
 
 
 def compiled_vs_half(net: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

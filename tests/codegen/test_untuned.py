@@ -19,6 +19,7 @@ from dlas.codegen import Untuned, import_model
 from dlas.config import build
 from dlas.errors import DLASError
 from dlas.primitives import Direct
+from tests.codegen.test_models_compile import rescale
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TARGETS = {"llvm": lambda: tvm.target.Target("llvm"),
@@ -68,15 +69,8 @@ class GenericOps(nn.Module):
 
 
 def randomize_bn(net: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
-    return net.eval()
+    """Random BN statistics and affine (Linear layers as initialised)."""
+    return rescale(net, linear=False)
 
 
 def compile_and_compare(net: nn.Module, x: torch.Tensor, target) -> dict:
@@ -128,10 +122,10 @@ def test_unsupported_ops_are_named():
 
 def test_bad_format_from_config_is_a_dlas_error():
     cfg = OmegaConf.create({"primitive": OmegaConf.load(CONF / "primitive" / "direct.yaml")})
-    cfg.primitive.format = "csr"
+    cfg.primitive.format = "ell"  # not a weight format (direct has dense, csr, bsr)
     with pytest.raises(DLASError) as err:
         build(cfg, "primitive")
-    assert err.value.layer == "primitive" and "'csr'" in str(err.value)
+    assert err.value.layer == "primitive" and "'ell'" in str(err.value)
     assert "dense" in str(err.value)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import tvm
+from conv_reference import assert_close, conv_cases, conv_module, run_vm, torch_conv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tvm import relax, s_tir, te
@@ -19,59 +20,15 @@ from tvm import relax, s_tir, te
 from dlas.codegen import Untuned
 from dlas.errors import DLASError
 from dlas.primitives import Direct, Primitive, block_weight, conv2d_direct, kernel_block
-from dlas.primitives.direct_schedule import PARALLEL_MIN_MACS, direct_conv2d_rule
+from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.schedule_utils import PARALLEL_MIN_MACS
 
 HOST = tvm.target.Target.from_device(tvm.cpu())
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
-# (N, C, H, W), (O, KH, KW), stride, padding (top, left, bottom, right), dilation, groups
-CASES = {
-    "3x3 s1 p1": ((1, 8, 10, 10), (16, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "3x3 s2 p1": ((1, 16, 9, 9), (32, 3, 3), 2, (1, 1, 1, 1), 1, 1),
-    "3x3 asymmetric pad": ((1, 4, 8, 8), (8, 3, 3), 1, (0, 1, 2, 1), 1, 1),
-    "3x3 dilation 2": ((1, 8, 12, 12), (16, 3, 3), 1, (2, 2, 2, 2), 2, 1),
-    "1x1 s1": ((1, 32, 7, 7), (64, 1, 1), 1, (0, 0, 0, 0), 1, 1),
-    "1x1 s2": ((1, 16, 8, 8), (48, 1, 1), 2, (0, 0, 0, 0), 1, 1),
-    "7x7 s2 p3 stem": ((1, 3, 20, 20), (8, 7, 7), 2, (3, 3, 3, 3), 1, 1),
-    "depthwise 3x3 s1": ((1, 16, 9, 9), (16, 3, 3), 1, (1, 1, 1, 1), 1, 16),
-    "depthwise 3x3 s2": ((1, 24, 10, 10), (24, 3, 3), 2, (1, 1, 1, 1), 1, 24),
-    "grouped 4": ((1, 8, 6, 6), (12, 3, 3), 1, (1, 1, 1, 1), 1, 4),
-    "non-square": ((1, 6, 13, 7), (12, 5, 3), (2, 1), (2, 1, 2, 1), 1, 1),
-    "odd channels": ((1, 5, 6, 6), (6, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "batch 2, 1x1 map": ((2, 64, 1, 1), (256, 1, 1), 1, (0, 0, 0, 0), 1, 1),
-}
-
-
-def conv_module(shape, weight: np.ndarray, stride, padding, dilation, groups,
-                weight_as_input=False) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    w = relax.Var("w", relax.TensorType(weight.shape, "float32"))
-    with bb.function("main", [x, w] if weight_as_input else [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, w if weight_as_input else relax.const(weight),
-                                           strides=stride, padding=padding,
-                                           dilation=dilation, groups=groups))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
-
-
-def torch_conv(x, w, stride, padding, dilation, groups) -> np.ndarray:
-    top, left, bottom, right = padding
-    xp = F.pad(torch.from_numpy(x), (left, right, top, bottom))
-    return F.conv2d(xp, torch.from_numpy(w), stride=stride, dilation=dilation,
-                    groups=groups).numpy()
-
-
-def run(ex, *args) -> np.ndarray:
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a, tvm.cpu()) for a in args)).numpy()
-
-
-def assert_close(out, ref):
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max() + 1e-6
+CASES = conv_cases("3x3 s1 p1", "3x3 s2 p1", "3x3 asymmetric pad", "3x3 dilation 2", "1x1 s1",
+                   "1x1 s2", "7x7 s2 p3 stem", "depthwise 3x3 s1", "depthwise 3x3 s2", "grouped 4",
+                   "non-square", "odd channels", "batch 2, 1x1 map")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -84,7 +41,7 @@ def test_conv_matches_torch(case):
     ex = codegen.build(conv_module(shape, w, stride, padding, dilation, groups), Direct(), HOST)
     assert codegen.stats["unscheduled_funcs"] == 0, codegen.stats
     assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}, codegen.stats
-    assert_close(run(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
+    assert_close(run_vm(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
 
 
 @pytest.mark.parametrize("target", ["llvm", "host"])
@@ -96,7 +53,7 @@ def test_weight_as_input_is_blocked_at_runtime(target):
     x, w = (rng.standard_normal(s, dtype=np.float32) for s in (shape, w_shape))
     ex = Untuned().build(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1, weight_as_input=True),
                          Direct(), target)
-    assert_close(run(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
+    assert_close(run_vm(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
 
 
 def test_int8_accumulates_in_int32():
@@ -113,7 +70,7 @@ def test_int8_accumulates_in_int32():
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     codegen = Untuned()
-    got = run(codegen.build(bb.get(), Direct(), HOST), x)
+    got = run_vm(codegen.build(bb.get(), Direct(), HOST), x)
     ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
     assert got.dtype == np.int32 and np.array_equal(got, ref.numpy().astype(np.int32))
     assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}

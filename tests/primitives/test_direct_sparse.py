@@ -10,33 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 import tvm
+from conv_reference import (HOST, assert_close, compile_pruned_resnet18, conv_cases, conv_module,
+                            run_vm, torch_conv)
 from tvm import relax, te
 
-from dlas.codegen import Untuned, import_model
-from dlas.compression import UnstructuredPruning
+from dlas.codegen import Untuned
 from dlas.errors import DLASError
-from dlas.hardware.base import make_target
-from dlas.models import build
 from dlas.primitives import Direct, conv2d_direct
 from dlas.primitives.direct_sparse import (conv2d_direct_csr, flat_input, geometry,
                                            window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.sparse_format import weight_sparsity
-from tests.codegen.test_models_compile import ATOL, RTOL, rescale
-from tests.primitives.test_direct import assert_close, conv_module, run, torch_conv
 
-HOST = make_target({"kind": "llvm", "mcpu": "host"})
-
-# (N, C, H, W), (O, KH, KW), stride, padding (top, left, bottom, right), dilation, groups
-CASES = {
-    "1x1": ((1, 16, 7, 7), (32, 1, 1), 1, (0, 0, 0, 0), 1, 1),
-    "3x3 s1": ((1, 8, 10, 10), (16, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "3x3 s2": ((1, 16, 9, 9), (32, 3, 3), 2, (1, 1, 1, 1), 1, 1),
-    "3x3 asymmetric pad": ((1, 4, 8, 8), (8, 3, 3), 1, (0, 1, 2, 1), 1, 1),
-    "3x3 dilation 2": ((1, 8, 12, 12), (16, 3, 3), 1, (2, 2, 2, 2), 2, 1),
-    "depthwise": ((1, 16, 9, 9), (16, 3, 3), 1, (1, 1, 1, 1), 1, 16),
-    "grouped 4": ((1, 8, 6, 6), (12, 3, 3), 1, (1, 1, 1, 1), 1, 4),
-}
+CASES = conv_cases("1x1 s1, 16 in", "3x3 s1 p1", "3x3 s2 p1", "3x3 asymmetric pad",
+                   "3x3 dilation 2", "depthwise 3x3 s1", "grouped 4")
 SPARSITIES = (0.0, 0.5, 0.95)
 
 
@@ -63,12 +50,12 @@ def test_csr_matches_torch(case, sparsity):
                            Direct(format="csr", sparsity_threshold=0.0))
     assert stats["sparse_layers"] == 1 and stats["fallback_layers"] == 0, stats
     assert stats["schedule_rules"] == {"DirectSparseConv2D": 1}, stats
-    assert_close(run(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
+    assert_close(run_vm(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
 
 
 @pytest.mark.parametrize("case,sparsity,block",
-                         [(c, SPARSITIES[i % 3], (4, 1) if c == "1x1" else (4, 3))
-                          for i, c in enumerate(CASES)] + [("3x3 s1", 0.95, (8, 9))])
+                         [(c, SPARSITIES[i % 3], (4, 1) if c == "1x1 s1, 16 in" else (4, 3))
+                          for i, c in enumerate(CASES)] + [("3x3 s1 p1", 0.95, (8, 9))])
 def test_bsr_matches_torch(case, sparsity, block):
     shape, (o, kh, kw), stride, padding, dilation, groups = CASES[case]
     rng = np.random.default_rng(1)
@@ -77,19 +64,7 @@ def test_bsr_matches_torch(case, sparsity, block):
     ex, stats = build_conv(conv_module(shape, w, stride, padding, dilation, groups),
                            Direct(format="bsr", sparsity_threshold=0.0, block=block))
     assert stats["sparse_layers"] == 1 and stats["schedule_rules"] == {"DirectSparseConv2D": 1}
-    assert_close(run(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
-
-
-def typed_conv(x: np.ndarray, w: np.ndarray, out_dtype: str) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    xv = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(xv, relax.const(w), padding=(1, 1, 1, 1),
-                                           out_dtype=out_dtype))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    assert_close(run_vm(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
 
 
 @pytest.mark.parametrize("fmt", ["csr", "bsr"])
@@ -98,8 +73,9 @@ def test_int8_exact_in_int32(fmt):
     x = rng.integers(-128, 128, (1, 16, 8, 8)).astype("int8")
     w = rng.integers(-128, 128, (32, 16, 3, 3)).astype("int8")
     w[rng.random(w.shape) < 0.8] = 0
-    ex, stats = build_conv(typed_conv(x, w, "int32"), Direct(format=fmt))
-    got = run(ex, x)
+    mod = conv_module(x.shape, w, 1, (1, 1, 1, 1), 1, 1, out_dtype="int32")
+    ex, stats = build_conv(mod, Direct(format=fmt))
+    got = run_vm(ex, x)
     ref = F.conv2d(torch.from_numpy(x).long(), torch.from_numpy(w).long(), padding=1)
     assert stats["sparse_layers"] == 1
     assert got.dtype == np.int32 and np.array_equal(got, ref.numpy())
@@ -110,8 +86,9 @@ def test_float16_accumulates_in_float32(fmt):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 8, 8, 8)).astype("float16")
     w = sparse_weight(rng, (16, 8, 3, 3), 0.7, np.float16)
-    ex, stats = build_conv(typed_conv(x, w, "float32"), Direct(format=fmt))
-    got = run(ex, x)
+    mod = conv_module(x.shape, w, 1, (1, 1, 1, 1), 1, 1, out_dtype="float32")
+    ex, stats = build_conv(mod, Direct(format=fmt))
+    got = run_vm(ex, x)
     ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
     assert stats["sparse_layers"] == 1 and got.dtype == np.float32
     assert_close(got, ref.numpy())
@@ -142,7 +119,7 @@ def test_threshold_chooses_per_layer():
     assert stats["schedule_rules"].get("DirectSparseConv2D") == 1
     assert stats["schedule_rules"].get("DirectConv2D") == 1
     ref = torch_conv(np.maximum(torch_conv(x, w1, 1, (1,) * 4, 1, 1), 0), w2, 1, (1,) * 4, 1, 1)
-    assert_close(run(ex, x), ref)
+    assert_close(run_vm(ex, x), ref)
 
 
 def test_weight_not_constant_is_dense_fallback():
@@ -153,7 +130,7 @@ def test_weight_not_constant_is_dense_fallback():
     assert (stats["conv_layers"], stats["sparse_layers"], stats["fallback_layers"]) == (2, 1, 1)
     assert stats["fallbacks"] == {"bsr: weight not a constant, dense direct": 1}
     ref = torch_conv(np.maximum(torch_conv(x, w1, 1, (1,) * 4, 1, 1), 0), w2, 1, (1,) * 4, 1, 1)
-    assert_close(run(ex, x, w2), ref)
+    assert_close(run_vm(ex, x, w2), ref)
 
 
 def test_bsr_block_must_divide_the_layer():
@@ -218,20 +195,6 @@ def test_flat_input_and_offsets_address_the_window(stride, dilation):
 
 def test_pruned_resnet18_csr_matches_pytorch():
     """resnet18 at 32x32, 90 % global unstructured sparsity, every sparse-enough conv CSR."""
-    torch.manual_seed(0)
-    pruning = UnstructuredPruning(ratio=0.9)
-    net = rescale(pruning.finalize(pruning.apply(build("resnet18", 10, 32))))
-    convs = [m.weight.detach().numpy() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        ref = net(x).numpy()
-    codegen = Untuned()
-    prim = Direct(format="csr", sparsity_threshold=0.5)
-    ex = codegen.build(import_model(net, x), prim, HOST)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
-    stats = codegen.stats
+    stats, convs = compile_pruned_resnet18(Direct(format="csr", sparsity_threshold=0.5))
     assert stats["conv_layers"] == len(convs) and stats["fallback_layers"] == 0, stats
     assert stats["sparse_layers"] == sum(weight_sparsity(w) >= 0.5 for w in convs) > 10, stats
-    assert not [f for f in stats["unscheduled"] if "conv" in f], stats
-    scale = float(np.abs(ref).max())
-    assert scale > 1e-2 and float(np.abs(out - ref).max()) <= RTOL * scale + ATOL

@@ -14,52 +14,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 import tvm
+from conv_reference import (HOST, compile_pruned_resnet18, conv_cases, conv_module, run_vm,
+                            torch_conv)
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from tvm import relax, te
+from tvm import te
 
-from dlas.codegen import Untuned, import_model
+from dlas.codegen import Untuned
 from dlas.codegen.pipeline import front_passes, inference_passes, relax_pipeline
-from dlas.compression import UnstructuredPruning
 from dlas.errors import DLASError
-from dlas.hardware.base import make_target
-from dlas.models import build
 from dlas.primitives import Gemm, Primitive
 from dlas.primitives.gemm import DEPTHWISE, NOT_CONSTANT
 from dlas.primitives.gemm_schedule import gemm_conv2d_rule
-from tests.codegen.test_models_compile import ATOL, RTOL, rescale
-from tests.primitives.test_direct import conv_module as direct_conv_module
 
-HOST = make_target({"kind": "llvm", "mcpu": "host"})
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OUT_DTYPE = {"float32": "float32", "float16": "float32", "int8": "int32"}
 
-# (N, C, H, W), (O, KH, KW), stride, padding (top, left, bottom, right), dilation, groups
-CASES = {
-    "1x1": ((1, 32, 7, 7), (64, 1, 1), 1, (0, 0, 0, 0), 1, 1),
-    "3x3 s1 p1": ((1, 8, 10, 10), (16, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "3x3 s2 p1": ((1, 16, 9, 9), (32, 3, 3), 2, (1, 1, 1, 1), 1, 1),
-    "3x3 asymmetric pad": ((1, 4, 8, 8), (8, 3, 3), 1, (0, 1, 2, 1), 1, 1),
-    "3x3 dilation 2": ((1, 8, 12, 12), (16, 3, 3), 1, (2, 2, 2, 2), 2, 1),
-    "grouped 4": ((1, 16, 6, 6), (32, 3, 3), 1, (1, 1, 1, 1), 1, 4),
-    "grouped, odd width": ((1, 6, 6, 6), (6, 3, 3), 1, (1, 1, 1, 1), 1, 2),
-    "depthwise": ((1, 16, 9, 9), (16, 3, 3), 1, (1, 1, 1, 1), 1, 16),
-    "non-square, batch 2": ((2, 6, 13, 7), (12, 5, 3), (2, 1), (2, 1, 2, 1), 1, 1),
-}
-
-
-def conv_module(shape, weight: np.ndarray, stride, padding, dilation, groups) -> tvm.IRModule:
-    dtype = str(weight.dtype)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, dtype))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride,
-                                           padding=padding, dilation=dilation, groups=groups,
-                                           out_dtype=OUT_DTYPE[dtype]))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+CASES = conv_cases("1x1 s1", "3x3 s1 p1", "3x3 s2 p1", "3x3 asymmetric pad", "3x3 dilation 2",
+                   "grouped 4, 16 in", "grouped 2, odd width", "depthwise 3x3 s1",
+                   "non-square, batch 2")
 
 
 def make_case(case: str, dtype: str = "float32", sparsity: float = 0.5, seed: int = 0):
@@ -74,19 +47,20 @@ def make_case(case: str, dtype: str = "float32", sparsity: float = 0.5, seed: in
         x = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
         w = rng.standard_normal(wshape, dtype=np.float32).astype(dtype)
     w[rng.permutation(w.size).reshape(w.shape) < round(sparsity * w.size)] = 0
-    top, left, bottom, right = padding
-    xp = F.pad(torch.from_numpy(x.astype(np.float64)), (left, right, top, bottom))
-    ref = F.conv2d(xp, torch.from_numpy(w.astype(np.float64)), stride=stride,
-                   dilation=dilation, groups=groups).numpy()
-    return x, w, ref
+    return x, w, torch_conv(x, w, stride, padding, dilation, groups, np.float64)
+
+
+def gemm_module(shape, weight: np.ndarray, stride, padding, dilation, groups) -> tvm.IRModule:
+    """main(x) = conv2d(x, const weight), accumulating in OUT_DTYPE."""
+    return conv_module(shape, weight, stride, padding, dilation, groups,
+                       out_dtype=OUT_DTYPE[str(weight.dtype)])
 
 
 def build_run(case: str, prim: Gemm, x: np.ndarray, w: np.ndarray):
     _, _, stride, padding, dilation, groups = CASES[case]
     codegen = Untuned()
-    ex = codegen.build(conv_module(x.shape, w, stride, padding, dilation, groups), prim, HOST)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy(), codegen.stats
+    ex = codegen.build(gemm_module(x.shape, w, stride, padding, dilation, groups), prim, HOST)
+    return run_vm(ex, x), codegen.stats
 
 
 def check(out: np.ndarray, ref: np.ndarray, dtype: str) -> None:
@@ -104,7 +78,7 @@ def test_conv_matches_torch(case, fmt):
     out, stats = build_run(case, Gemm(format=fmt, block=(2, 1)), x, w)
     check(out, ref, "float32")
     assert stats["unscheduled_funcs"] == 0, stats
-    if case == "depthwise":  # handed to direct, and said so
+    if case == "depthwise 3x3 s1":  # handed to direct, and said so
         assert stats["fallbacks"] == {DEPTHWISE: 1}, stats
         assert stats["schedule_rules"] == {"DirectConv2D": 1}, stats
     else:
@@ -129,7 +103,7 @@ def test_sparsity_threshold_picks_the_format(fmt, sparsity):
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_dtypes(dtype, fmt):
     """float16 -> float32 and int8 -> int32 (exact) accumulation, grouped with strides."""
-    for case in ("3x3 s2 p1", "grouped 4"):
+    for case in ("3x3 s2 p1", "grouped 4, 16 in"):
         x, w, ref = make_case(case, dtype, sparsity=0.6, seed=1)
         out, stats = build_run(case, Gemm(format=fmt, block=(4, 1)), x, w)
         check(out, ref, dtype)
@@ -160,7 +134,7 @@ def test_gemm_rule_schedules_the_conv(fmt, shape):
     c = shape[1]
     w = np.ones((c, c, 3, 3), np.float32)
     w[:, ::2] = 0  # 50 % sparse
-    mod = Untuned().schedule(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1),
+    mod = Untuned().schedule(gemm_module(shape, w, 1, (1, 1, 1, 1), 1, 1),
                              Gemm(format=fmt, block=(c if c % 16 else 16, 1)), HOST)
     name = "conv2d_gemm" + ("" if fmt == "dense" else "_" + fmt)
     func = mod[name]
@@ -179,7 +153,7 @@ def test_gemm_rule_schedules_the_conv(fmt, shape):
 def relax_fused(shape, w, fmt, c):
     prim = Gemm(format=fmt, block=(c if c % 16 else 16, 1))
     mod = relax_pipeline(inference_passes() + front_passes(prim, HOST), HOST)(
-        conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1))
+        gemm_module(shape, w, 1, (1, 1, 1, 1), 1, 1))
     return mod["conv2d_gemm" + ("" if fmt == "dense" else "_" + fmt)]
 
 
@@ -195,10 +169,9 @@ def test_weight_as_input(fmt):
     x, w, ref = make_case("3x3 s2 p1", sparsity=0.9)
     _, _, stride, padding, dilation, groups = CASES["3x3 s2 p1"]
     codegen = Untuned()
-    ex = codegen.build(direct_conv_module(x.shape, w, stride, padding, dilation, groups,
-                                          weight_as_input=True), Gemm(format=fmt), HOST)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](*(tvm.runtime.tensor(a, tvm.cpu()) for a in (x, w))).numpy()
+    ex = codegen.build(conv_module(x.shape, w, stride, padding, dilation, groups,
+                                   weight_as_input=True), Gemm(format=fmt), HOST)
+    out = run_vm(ex, x, w)
     check(out, ref, "float32")
     assert codegen.stats["sparse_layers"] == 0
     assert codegen.stats["fallbacks"] == ({NOT_CONSTANT: 1} if fmt == "csr" else {})
@@ -230,21 +203,8 @@ def test_config_instantiates():
 
 def test_pruned_resnet18_csr_matches_pytorch():
     """resnet18 at 32x32, 90 % global unstructured pruning, every pruned conv through CSR."""
-    torch.manual_seed(0)
-    pruning = UnstructuredPruning(ratio=0.9)
-    net = rescale(pruning.finalize(pruning.apply(build("resnet18", 10, 32))))
-    convs = [m.weight.detach().numpy() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    stats, convs = compile_pruned_resnet18(Gemm(format="csr"))
     sparse = sum(1 - np.count_nonzero(c) / c.size >= 0.5 for c in convs)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        ref = net(x).numpy()
-    codegen = Untuned()
-    ex = codegen.build(import_model(net, x), Gemm(format="csr"), HOST)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
-    stats = codegen.stats
     assert stats["conv_layers"] == len(convs) and stats["fallback_layers"] == 0, stats
     assert stats["sparse_layers"] == sparse > len(convs) // 2, stats  # 1x1s, stem: denser
     assert stats["schedule_rules"].get("GemmConv2D", 0) > 0, stats
-    assert not [f for f in stats["unscheduled"] if "conv" in f], stats
-    scale = float(np.abs(ref).max())
-    assert scale > 1e-2 and float(np.abs(out - ref).max()) <= RTOL * scale + ATOL

@@ -14,71 +14,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 import tvm
+from conv_reference import (HOST, compile_pruned_resnet18, conv_cases, conv_module, run_vm,
+                            torch_conv)
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tvm import relax, s_tir, te
 
-from dlas.codegen import Untuned, import_model
-from dlas.compression import UnstructuredPruning
+from dlas.codegen import Untuned
 from dlas.errors import DLASError
-from dlas.hardware.base import make_target
-from dlas.models import build
 from dlas.primitives import Primitive, SpatialPack
 from dlas.primitives.spatial_pack import choose_block, nearest_divisor
 from dlas.primitives.spatial_pack_compute import conv2d_spatial_pack, pack_weight
 from dlas.primitives.spatial_pack_schedule import RULE, spatial_pack_rule
-from tests.codegen.test_models_compile import ATOL, RTOL, rescale
 
-HOST = make_target({"kind": "llvm", "mcpu": "host"})
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
-# (N, C, H, W), (O, KH, KW), stride, padding (top, left, bottom, right), dilation, groups
-CASES = {
-    "3x3 s1 p1": ((1, 8, 10, 10), (32, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "3x3 s2 p1": ((1, 16, 9, 9), (32, 3, 3), 2, (1, 1, 1, 1), 1, 1),
-    "3x3 asymmetric pad": ((1, 4, 8, 8), (8, 3, 3), 1, (0, 1, 2, 1), 1, 1),
-    "3x3 dilation 2": ((1, 8, 12, 12), (16, 3, 3), 1, (2, 2, 2, 2), 2, 1),
-    "1x1 s1": ((1, 32, 7, 7), (64, 1, 1), 1, (0, 0, 0, 0), 1, 1),
-    "1x1 s2": ((1, 16, 8, 8), (48, 1, 1), 2, (0, 0, 0, 0), 1, 1),
-    "7x7 s2 p3 stem": ((1, 3, 20, 20), (8, 7, 7), 2, (3, 3, 3, 3), 1, 1),
-    "non-square": ((1, 6, 13, 7), (12, 5, 3), (2, 1), (2, 1, 2, 1), 1, 1),
-    "odd channels, batch 2": ((2, 5, 6, 6), (6, 3, 3), 1, (1, 1, 1, 1), 1, 1),
-    "depthwise 3x3 s2": ((1, 24, 10, 10), (24, 3, 3), 2, (1, 1, 1, 1), 1, 24),
-    "grouped 4": ((1, 8, 6, 6), (12, 3, 3), 1, (1, 1, 1, 1), 1, 4),
-}
-SPARSE_CASES = ["3x3 s1 p1", "3x3 s2 p1", "1x1 s2", "non-square", "odd channels, batch 2"]
+CASES = conv_cases("3x3 s1 p1, 32 out", "3x3 s2 p1", "3x3 asymmetric pad", "3x3 dilation 2",
+                   "1x1 s1", "1x1 s2", "7x7 s2 p3 stem", "non-square", "odd channels, batch 2",
+                   "depthwise 3x3 s2", "grouped 4")
+SPARSE_CASES = ["3x3 s1 p1, 32 out", "3x3 s2 p1", "1x1 s2", "non-square", "odd channels, batch 2"]
 GROUPED = {"depthwise 3x3 s2", "grouped 4"}
-
-
-def conv_module(x_shape, weight: np.ndarray, stride, padding, dilation, groups,
-                out_dtype: str = "float32") -> tvm.IRModule:
-    """main(x) = relu(conv2d(x, const weight) + 1), so the epilogue is fused too."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, str(weight.dtype)))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride,
-                                           padding=padding, dilation=dilation, groups=groups,
-                                           out_dtype=out_dtype))
-            one = relax.const(np.ones((1, weight.shape[0], 1, 1), out_dtype))
-            y = bb.emit(relax.op.nn.relu(relax.op.add(y, one)))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def reference(x, w, stride, padding, dilation, groups) -> np.ndarray:
     """relu(conv + 1) in float64 (exact for the int8 and float16 operands used here)."""
-    top, left, bottom, right = padding
-    xp = F.pad(torch.from_numpy(x.astype(np.float64)), (left, right, top, bottom))
-    out = F.conv2d(xp, torch.from_numpy(w.astype(np.float64)), stride=stride,
-                   dilation=dilation, groups=groups)
-    return torch.relu(out + 1).numpy()
-
-
-def run(ex, *args) -> np.ndarray:
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a, tvm.cpu()) for a in args)).numpy()
+    return np.maximum(torch_conv(x, w, stride, padding, dilation, groups, np.float64) + 1, 0)
 
 
 def operands(case, dtype="float32", sparsity=0.0, seed=0):
@@ -99,8 +59,9 @@ def check(case, prim: SpatialPack, dtype="float32", sparsity=0.0) -> dict:
     x, w, conv = operands(case, dtype, sparsity)
     out_dtype = {"int8": "int32"}.get(dtype, "float32")
     codegen = Untuned()
-    ex = codegen.build(conv_module(x.shape, w, *conv, out_dtype=out_dtype), prim, HOST)
-    got, ref = run(ex, x), reference(x, w, *conv)
+    mod = conv_module(x.shape, w, *conv, out_dtype=out_dtype, relu_plus_one=True)
+    ex = codegen.build(mod, prim, HOST)
+    got, ref = run_vm(ex, x), reference(x, w, *conv)
     assert got.dtype == np.dtype(out_dtype) and got.shape == ref.shape
     if dtype == "int8":
         assert np.array_equal(got, ref.astype(np.int32))
@@ -154,8 +115,8 @@ def test_dtypes(fmt, dtype):
 
 def test_configured_blocks_and_nearest_divisor():
     """Blocks from the config; one that does not divide a layer becomes its nearest divisor."""
-    check("3x3 s1 p1", SpatialPack(ic_block=4, oc_block=8))
-    check("3x3 s1 p1", SpatialPack(ic_block=3, oc_block=12))  # -> 4 (of 8), 8 (of 32)
+    check("3x3 s1 p1, 32 out", SpatialPack(ic_block=4, oc_block=8))
+    check("3x3 s1 p1, 32 out", SpatialPack(ic_block=3, oc_block=12))  # -> 4 (of 8), 8 (of 32)
     assert nearest_divisor(32, 12) == 8 and nearest_divisor(32, 13) == 16
     assert nearest_divisor(8, 3) == 2
     assert choose_block(6, None, 16, "oc_block") == 6 and choose_block(64, None, 32, "x") == 32
@@ -163,9 +124,10 @@ def test_configured_blocks_and_nearest_divisor():
 
 def test_threshold_decides_per_layer():
     """Below the threshold a layer stays dense; a weight fed at run time cannot go sparse."""
-    stats = check("3x3 s1 p1", SpatialPack(format="csr", sparsity_threshold=0.9), sparsity=0.5)
+    stats = check("3x3 s1 p1, 32 out", SpatialPack(format="csr", sparsity_threshold=0.9),
+                  sparsity=0.5)
     assert (stats["sparse_layers"], stats["fallback_layers"]) == (0, 0)
-    x, w, (stride, padding, dilation, groups) = operands("3x3 s1 p1")
+    x, w, (stride, padding, dilation, groups) = operands("3x3 s1 p1, 32 out")
     bb = relax.BlockBuilder()
     xv = relax.Var("x", relax.TensorType(x.shape, "float32"))
     wv = relax.Var("w", relax.TensorType(w.shape, "float32"))
@@ -174,17 +136,17 @@ def test_threshold_decides_per_layer():
             out = bb.emit_output(bb.emit(relax.op.nn.conv2d(xv, wv, padding=padding)))
         bb.emit_func_output(out)
     codegen = Untuned()
-    got = run(codegen.build(bb.get(), SpatialPack(format="bsr"), HOST), x, w)
+    got = run_vm(codegen.build(bb.get(), SpatialPack(format="bsr"), HOST), x, w)
     ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max() + 1e-6
     assert codegen.stats["fallbacks"] == {"weight not a constant: dense spatial_pack": 1}
 
 
 def test_bad_bsr_block_names_the_layer():
-    x, w, conv = operands("3x3 s1 p1", sparsity=0.9)
+    x, w, conv = operands("3x3 s1 p1, 32 out", sparsity=0.9)
     with pytest.raises(DLASError, match="primitive.block") as err:
-        Untuned().build(conv_module(x.shape, w, *conv), SpatialPack(format="bsr", block=(5, 1)),
-                        HOST)
+        Untuned().build(conv_module(x.shape, w, *conv, out_dtype="float32", relu_plus_one=True),
+                        SpatialPack(format="bsr", block=(5, 1)), HOST)
     assert "[32, 72]" in str(err.value)
 
 
@@ -197,8 +159,9 @@ def test_bad_settings(kwargs):
 
 
 def test_rule_schedules_the_function():
-    x, w, conv = operands("3x3 s1 p1")
-    mod = Untuned().schedule(conv_module(x.shape, w, *conv), SpatialPack(), HOST)
+    x, w, conv = operands("3x3 s1 p1, 32 out")
+    mod = conv_module(x.shape, w, *conv, out_dtype="float32", relu_plus_one=True)
+    mod = Untuned().schedule(mod, SpatialPack(), HOST)
     funcs = [f for gv, f in mod.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and "spatial_pack" in gv.name_hint]
     assert len(funcs) == 1
@@ -233,22 +196,7 @@ def test_config_instantiates():
 
 def test_pruned_resnet18_csr_matches_pytorch():
     """resnet18 at 32x32, 90 % global unstructured pruning, compiled with spatial_pack csr."""
-    torch.manual_seed(0)
-    net = rescale(build("resnet18", 10, 32))
-    pruning = UnstructuredPruning(ratio=0.9)
-    net = pruning.finalize(pruning.apply(net)).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        ref = net(x).numpy()
-    codegen = Untuned()
-    ex = codegen.build(import_model(net, x), SpatialPack(format="csr", sparsity_threshold=0.5),
-                       HOST)
-    out = run(ex, x.numpy())
-    scale = float(np.abs(ref).max())
-    assert out.shape == ref.shape == (1, 10) and scale > 1e-2
-    assert float(np.abs(out - ref).max()) <= RTOL * scale + ATOL
-    stats = codegen.stats
+    stats, _ = compile_pruned_resnet18(SpatialPack(format="csr", sparsity_threshold=0.5))
     assert stats["conv_layers"] == 20 and stats["fallback_layers"] == 0, stats
     assert stats["sparse_layers"] >= 15, stats  # global pruning leaves a few layers denser
     assert stats["schedule_rules"].get(RULE, 0) >= 15, stats
-    assert not [f for f in stats["unscheduled"] if "conv" in f], stats
