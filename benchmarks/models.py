@@ -7,8 +7,8 @@ Per model and input size (32x32 -> 10 classes with the CIFAR adaptations, 224x22
 classes as torchvision defines them; random weights rescaled as in
 tests/codegen/test_models_compile.py, eval, batch 1): parameters, multiply-adds, PyTorch
 eager latency (in a child process: its OpenMP pool and TVM's would fight over the cores),
-DLAS untuned latency (in-process `time_evaluator`, warm-up then repeats; target llvm with
-mcpu host), compile time (export + import + build), max |logit difference| / max |logit|.
+DLAS untuned latency (through the local TVM RPC server, as deploy.py measures: warm-up,
+then repeats of >= 50 ms; target llvm with mcpu host), compile time (export + import + build), max |logit difference| / max |logit|.
 Latency: median and p10-p90 over the repeats. This also covers the combinations too slow
 for the test suite (vgg16 and densenet161 at 224).
 """
@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +31,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests" / "codeg
 import torch  # noqa: E402
 import tvm  # noqa: E402
 from test_models_compile import SIZES, rescale  # noqa: E402
-from tvm import relax  # noqa: E402
+from primitives import Bench  # noqa: E402
 from untuned_baseline import count_macs  # noqa: E402
 
-from dlas.codegen import Untuned, import_model  # noqa: E402
+from dlas.codegen import import_model  # noqa: E402
+from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.base import make_target  # noqa: E402
+from dlas.hardware.measure import Measurement  # noqa: E402
 from dlas.models import MODELS, build  # noqa: E402
 from dlas.primitives import Direct  # noqa: E402
 
@@ -69,21 +72,16 @@ def torch_times(name: str, size: int, threads: int, repeat: int) -> list[float]:
     return times
 
 
-def dlas_row(name: str, size: int, repeat: int) -> dict:
+def dlas_row(bench: Bench, name: str, size: int) -> dict:
     net, x = make(name, size)
     with torch.no_grad():
         ref = net(x).numpy()
     start = time.perf_counter()
-    ex = Untuned().build(import_model(net, x), Direct(), make_target({"kind": "llvm", "mcpu": "host"}))
-    compile_s = time.perf_counter() - start
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    inp = tvm.runtime.tensor(x.numpy(), tvm.cpu())
-    out = vm["main"](inp).numpy()  # also the warm-up
-    vm["main"](inp)
-    evaluator = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)
-    times = [t * 1e3 for t in evaluator(inp).results]
+    mod = import_model(net, x)
+    import_s = time.perf_counter() - start
+    latency, out, _, build_s = bench.run(mod, Direct(), x.numpy())
     return {"params": sum(p.numel() for p in net.parameters()), "macs": count_macs(net, x),
-            "compile_s": compile_s, "dlas": times,
+            "compile_s": import_s + build_s, "dlas": latency,
             "rel_diff": float(np.abs(out - ref).max() / np.abs(ref).max())}
 
 
@@ -111,18 +109,25 @@ def main() -> None:
           f"(torch eager {args.torch_threads or args.threads}), "
           f"target {make_target({'kind': 'llvm', 'mcpu': 'host'})}")
     header = (f"{'model':16s} {'size':>4s} {'params M':>8s} {'GMAC':>6s} "
-              f"{'torch ms':>9s} {'p10-p90':>17s} {'dlas ms':>9s} {'p10-p90':>17s} "
+              f"{'torch ms':>9s} {'p10-p90':>17s} {'dlas ms':>9s} {'min-p90':>17s} "
               f"{'compile s':>9s} {'max|diff|/max|logit|':>20s}")
     print(header)
     print("-" * len(header))
-    for size in args.sizes:
-        for name in args.models:
-            # eager first: TVM's thread pool, once started, spins and slows the child's OpenMP
-            eager = torch_times(name, size, args.torch_threads or args.threads, args.repeat)
-            row = dlas_row(name, size, args.repeat)
-            print(f"{name:16s} {size:4d} {row['params'] / 1e6:8.2f} {row['macs'] / 1e9:6.3f} "
-                  f"{fmt(eager)} {fmt(row['dlas'])} {row['compile_s']:9.1f} "
-                  f"{row['rel_diff']:20.2e}", flush=True)
+    hardware = LocalCPU(num_threads=args.threads)  # its own loopback tracker + RPC server
+    measure = Measurement(repeat=args.repeat)
+    with tempfile.TemporaryDirectory(prefix="dlas-models-bench-") as tmp, \
+            hardware.session() as session:
+        bench = Bench(session, measure, Path(tmp))
+        for size in args.sizes:
+            for name in args.models:
+                # eager first, in a child process: TVM's pool and torch's OpenMP would fight
+                eager = torch_times(name, size, args.torch_threads or args.threads, args.repeat)
+                row = dlas_row(bench, name, size)
+                lat = row["dlas"]
+                print(f"{name:16s} {size:4d} {row['params'] / 1e6:8.2f} {row['macs'] / 1e9:6.3f} "
+                      f"{fmt(eager)} {lat['latency_ms_median']:9.2f} "
+                      f"{lat['latency_ms_min']:8.2f}-{lat['latency_ms_p90']:<8.2f} "
+                      f"{row['compile_s']:9.1f} {row['rel_diff']:20.2e}", flush=True)
 
 
 if __name__ == "__main__":
