@@ -8,9 +8,9 @@ import tvm
 from tvm.relax.frontend.torch import from_exported_program
 
 from dlas.codegen.pipeline import inference_passes
+from dlas.codegen.precision import float32_copy, to_float16
 from dlas.codegen.quantized import import_options as int8_import_options
-from dlas.compression.int8 import is_int8_graph
-from dlas.codegen.precision import float32_copy, is_float16, to_float16
+from dlas.compression.metrics import number_format
 from dlas.errors import DLASError
 
 
@@ -24,13 +24,13 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
     A float16 net is imported as float32 and given float16 compute (see precision.py);
     its `main` still takes and returns float32.
     """
-    if is_float16(model):  # TVM's importer cannot take a half graph
+    fmt = number_format(model)
+    if fmt == "float16":  # TVM's importer cannot take a half graph
         return to_float16(import_model(float32_copy(model), example.float()))
     try:
         model.eval()
     except NotImplementedError:  # an exported graph: train/eval were fixed when captured
         pass
-    int8 = is_int8_graph(model)  # int8 convolutions and matmuls: see quantized.py
     try:
         with torch.no_grad():
             program = torch.export.export(model, (example,))
@@ -40,7 +40,7 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
     try:
         mod = from_exported_program(program, keep_params_as_input=False,
                                     unwrap_unit_return_tuple=True,
-                                    **(int8_import_options(program) if int8 else {}))
+                                    **(int8_import_options(program) if fmt == "int8" else {}))
     except AssertionError as err:
         found = re.search(r"Unsupported function types \[(.*)\]", str(err))
         if found is None:

@@ -24,12 +24,6 @@ from tvm import relax
 ACCUMULATE = "float32"
 
 
-def is_float16(net: torch.nn.Module) -> bool:
-    """Whether `net`'s floating parameters are float16 (compression step fp16)."""
-    dtypes = {p.dtype for p in net.parameters() if p.is_floating_point()}
-    return dtypes == {torch.float16}
-
-
 def float32_copy(net: torch.nn.Module) -> torch.nn.Module:
     """A float32 copy of `net` for TVM's importer; `net` itself stays float16."""
     return copy.deepcopy(net).float()

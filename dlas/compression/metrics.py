@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from dlas.compression.unstructured import prunable_weights
+from dlas.models.build import input_dtype
 
 
 def model_metrics(model: nn.Module, example: torch.Tensor) -> dict:
@@ -20,7 +21,7 @@ def model_metrics(model: nn.Module, example: torch.Tensor) -> dict:
     w_zero = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
     size = stored_bytes(model)
     # the counter runs the model: a float16 model (fp16 step) needs a float16 example
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), example.dtype)
+    dtype = input_dtype(model) or example.dtype
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -43,5 +44,4 @@ def number_format(model: nn.Module) -> str:
             n.op == "call_function" and "quantized_decomposed" in str(n.target)
             for n in model.graph.nodes):
         return "int8"
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    return "float16" if torch.float16 in dtypes else "float32"
+    return "float16" if input_dtype(model) == torch.float16 else "float32"

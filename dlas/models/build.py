@@ -11,6 +11,12 @@ from dlas.models.registry import MODELS, SMALL_INPUT_MAX
 from dlas.models.weights import load_checkpoint, load_torchvision
 
 
+def input_dtype(net: nn.Module):
+    """The dtype `net` takes its inputs in: that of its first floating parameter (float16
+    after the fp16 compression step), None for a net without one."""
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
+
+
 def _looks_like_path(weights: str) -> bool:
     return any(sep in weights for sep in ("/", "\\", ".")) or Path(weights).expanduser().exists()
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from dlas.codegen import import_model
 from dlas.compression.metrics import number_format
 from dlas.config import build
+from dlas.models.build import input_dtype
 from dlas.errors import DLASError, in_layer
 from dlas.stages.compress import compressed_model
 from dlas.stages.keys import compile_key
@@ -78,7 +79,7 @@ def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
 
     fmt = number_format(net)
     with torch.no_grad():  # (a float16 net takes float16 inputs)
-        ref = net(torch.from_numpy(x).to(torch.float16 if fmt == "float16" else torch.float32))
+        ref = net(torch.from_numpy(x).to(input_dtype(net) or torch.float32))
         ref = ref.float().numpy()
     diff = float(np.abs(result.logits - ref).max())
     scale = float(np.abs(ref).max()) or 1.0

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from dlas.models.build import input_dtype
 from dlas.training.module import Classifier, OptimizerFactory, SchedulerFactory
 
 
@@ -29,9 +30,9 @@ def set_threads(num_threads: int | None = None) -> int:
 def evaluate(net: nn.Module, dataloader: DataLoader) -> float:
     """Top-1 accuracy of `net` over `dataloader`, in eval mode; the net's mode is restored.
 
-    Inputs are cast to the dtype of the net's first floating parameter, so a float16 net
+    Inputs are cast to the net's input dtype (dlas.models.input_dtype), so a float16 net
     (compression step fp16) is evaluated on float16 inputs."""
-    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
+    dtype = input_dtype(net)
     was_training = net.training
     net.eval()
     correct = total = 0

@@ -16,7 +16,7 @@ import tvm
 from tvm import relax, tirx
 
 from dlas.codegen import Untuned, import_model
-from dlas.codegen.precision import is_float16
+from dlas.compression.metrics import number_format
 from dlas.models import build
 from dlas.primitives import Direct
 from tests.codegen.test_models_compile import rescale
@@ -53,7 +53,7 @@ def compiled_vs_half(net: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.nd
     with torch.no_grad():
         ref = half(x.half()).float().numpy()
     ex = Untuned().build(import_model(half, x[:1]), Direct(), tvm.target.Target(TARGET))
-    assert is_float16(half)  # importing did not touch the net
+    assert number_format(half) == "float16"  # importing did not touch the net
     vm = relax.VirtualMachine(ex, tvm.cpu())
     out = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1].numpy(), tvm.cpu())).numpy()
                           for i in range(len(x))])
@@ -106,7 +106,7 @@ def test_scheduled_conv2d_funcs_take_float16():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_other_precisions_are_not_float16(dtype):
-    assert not is_float16(SmallCNN().to(dtype))
+    assert number_format(SmallCNN().to(dtype)) != "float16"
 
 
 def test_relu6_clip_converts_to_float16():
