@@ -9,12 +9,12 @@ b with the reduction outside. Everything else keeps TVM's own legalization.
 """
 from __future__ import annotations
 
-from tvm import relax, te, tirx
-from tvm.ir.expr import Constant
+from tvm import relax, te
 from tvm.relax.transform.legalize_ops.linear_algebra import _matmul
 
 from dlas.codegen.graph import transpose
 from dlas.primitives.base import PRIMITIVE_KEY
+from dlas.primitives.legalize_utils import constant_array, static_shape
 
 BLOCKS = (32, 16, 8)
 
@@ -35,13 +35,9 @@ def matmul_blocked(x: te.Tensor, weight: te.Tensor, out_dtype: str) -> te.Tensor
 def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     """LegalizeOps hook for relax.matmul: 2-D x times a constant 2-D weight -> blocked."""
     x, weight = call.args
-    if isinstance(weight, relax.Var):
-        weight = bb.lookup_binding(weight) or weight
-    shape = [d.value if isinstance(d, tirx.IntImm) else d for d in x.ty.shape]
-    if not (isinstance(weight, Constant) and len(shape) == 2
-            and all(isinstance(d, int) for d in shape)):
+    value, shape = constant_array(bb, weight), static_shape(x.ty.shape)
+    if value is None or shape is None or len(shape) != 2:
         return _matmul(bb, call)
-    value = weight.value.numpy()
     block = next((b for b in BLOCKS if value.ndim == 2 and value.shape[1] % b == 0), None)
     if block is None:
         return _matmul(bb, call)
