@@ -3,7 +3,8 @@
 A build is: TVM's CPU library dispatch -> the primitive's legalization and operator
 fusion (`front_passes`) -> scheduling (default rules here, MetaSchedule in a tuned
 build) -> TVM's own dataflow lowering and finalisation (`back_passes`). The lists come
-from `tvm.relax.backend.cpu_generic.pipeline`, so TVM changes flow in.
+from `tvm.relax.backend.cpu_generic.pipeline`, or `gpu_generic.pipeline` for GPU targets
+(see gpu.py), so TVM changes flow in.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import tvm
 from tvm.ir.expr import Constant
 from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
 
 from dlas.codegen.dense import dense_legalize_map
+from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
 from dlas.codegen.graph import FoldInferenceConstants
 from dlas.primitives.base import Primitive
 from dlas.primitives.schedule_utils import RULE_KEY
@@ -36,7 +39,7 @@ def front_passes(primitive: Primitive, target: tvm.target.Target) -> list[tvm.tr
     constant-weight linear layers, TVM's for every other op), constant folding (weight
     transforms of constant weights), fusion into PrimFuncs."""
     legalize = {**dense_legalize_map(), **primitive.legalize_map()}
-    return cpu_generic.library_dispatch_passes(target) + [
+    return _generic(target).library_dispatch_passes(target) + [
         relax.transform.LegalizeOps(legalize),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -46,7 +49,20 @@ def front_passes(primitive: Primitive, target: tvm.target.Target) -> list[tvm.tr
 
 
 def back_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+    """Lowering after scheduling. On a GPU every PrimFunc must be thread-bound by then (one
+    that is not is refused as Unsupported: TVM would compile it for the host), and the host
+    must be able to compile CUDA for the target's arch (checked now, not as a compiler dump
+    later)."""
+    generic = _generic(target)
+    check = []
+    if is_gpu(target):
+        check_cuda_arch(target)
+        check = [RequireScheduled(target)]
+    return check + generic.dataflow_lower_passes(target) + generic.finalize_passes(target)
+
+
+def _generic(target: tvm.target.Target):
+    return gpu_generic if is_gpu(target) else cpu_generic
 
 
 def schedule_stats(mod: tvm.IRModule) -> dict:

@@ -1,12 +1,14 @@
 """Hardware: where a compiled model runs: a TVM target (+ host, cross compiler) and an RPC key.
 
 Every measurement goes through TVM RPC, also on this machine: `session()` starts a tracker and
-server on 127.0.0.1 when no tracker is configured (LocalCPU), or connects to the configured one
-(RemoteBoard: HiKey, Jetson, ... each a config naming tracker, key, target, host and cc).
+server on 127.0.0.1 when no tracker is configured (LocalCPU, LocalCUDA), or connects to the
+configured one (RemoteBoard: HiKey, Jetson, ... each a config naming tracker, key, the targets
+of its CPU and GPU, and the cross compiler).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,6 +76,8 @@ class Hardware:
 
     name: label in results; device: cpu | gpu (which processor of a board); key: RPC key;
     target / host: dict form targets (host only when cross-compiling for a GPU target);
+    targets: instead of target, one per device ({cpu: ..., gpu: ...}) of a board with both:
+    `device` picks the target, and a GPU's host defaults to the board's CPU target;
     cc: cross compiler used by export() (e.g. aarch64-linux-gnu-g++), None for the local one;
     tracker_host / tracker_port: None starts a private tracker + server on 127.0.0.1;
     connect_timeout_s: limit for reaching the tracker; session_timeout_s: the server ends a
@@ -82,7 +86,8 @@ class Hardware:
     """
 
     def __init__(self, name: str, device: str = "cpu", key: str = "local", target=None,
-                 host=None, cc: str | None = None, tracker_host: str | None = None,
+                 host=None, cc: str | None = None, targets: Mapping | None = None,
+                 tracker_host: str | None = None,
                  tracker_port: int | None = None, connect_timeout_s: float = 10,
                  session_timeout_s: float = 600, request_timeout_s: float | None = None,
                  startup_timeout_s: float = 60):
@@ -95,6 +100,8 @@ class Hardware:
             raise DLASError(f"hardware.{missing}", None, layer="hardware",
                             valid="both tracker_host and tracker_port, or neither (local)")
         self.name, self.device, self.key, self.cc = name, device, key, cc
+        if targets is not None:
+            target, host = _pick(targets, device, target, host)
         self.host = make_target(host, "hardware.host") if host is not None else None
         target = make_target(target if target is not None else {"kind": "llvm"})
         self.target = tvm.target.Target(target, self.host) if self.host is not None else target
@@ -119,16 +126,23 @@ class Hardware:
     def is_local(self) -> bool:
         return self.tracker_host is None
 
+    def check_cc(self) -> None:
+        """The configured (cross) compiler must be on PATH: it links the exported library."""
+        if self.cc and shutil.which(self.cc) is None:
+            triple = re.fullmatch(r"(.+)-g\+\+", self.cc)
+            package = f"g++-{triple[1]}" if triple else "the cross compiler's package"
+            raise DLASError("hardware.cc", self.cc, "a compiler on PATH", layer="hardware",
+                            reason=f"not found, so no library can be exported for "
+                                   f"{self.name}; set it up with `apt-get install {package}` "
+                                   "(README: Boards)")
+
     def export(self, executable, path) -> Path:
         """Write the compiled executable as a shared library the target can load."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         kwargs = {}
         if self.cc:
-            if shutil.which(self.cc) is None:
-                raise DLASError("hardware.cc", self.cc, "a cross compiler on PATH",
-                                layer="hardware",
-                                reason="not found; e.g. apt install g++-aarch64-linux-gnu")
+            self.check_cc()
             kwargs["fcompile"] = tvm_cc.cross_compiler(self.cc)
         executable.export_library(str(path), **kwargs)
         return path
@@ -157,15 +171,32 @@ class Hardware:
                     local.stop()
 
     def check(self) -> dict:
-        """Before a sweep: is a server registered under the key? Returns the tracker summary."""
-        if self.is_local:
-            return {}  # started on demand by session()
-        return check_key(self.tracker_host, self.tracker_port, self.key, self.connect_timeout_s)
+        """Before a sweep: is a server registered under the key, and is the cross compiler
+        there? Returns the tracker summary."""
+        summary = {} if self.is_local else check_key(  # local: started on demand by session()
+            self.tracker_host, self.tracker_port, self.key, self.connect_timeout_s)
+        self.check_cc()
+        return summary
 
     def __repr__(self) -> str:
         where = "local" if self.is_local else f"{self.tracker_host}:{self.tracker_port}"
         return (f"{type(self).__name__}(name={self.name!r}, key={self.key!r}, "
                 f"target={self.target.kind.name}, {where})")
+
+
+def _pick(targets: Mapping, device: str, target, host) -> tuple:
+    """(target, host) of `device` from a board's per-device targets."""
+    targets = _plain(targets)
+    if not isinstance(targets, dict) or device not in targets:
+        raise DLASError("hardware.device", device,
+                        sorted(targets) if isinstance(targets, dict) else None,
+                        layer="hardware", reason="this hardware has no target for it")
+    if target is not None:
+        raise DLASError("hardware.target", _plain(target), layer="hardware",
+                        valid="either target or targets (one per device), not both")
+    if host is None and device != "cpu":
+        host = targets.get("cpu")  # a board's GPU code is launched by its own CPU
+    return targets[device], host
 
 
 class LocalCPU(Hardware):
@@ -184,6 +215,49 @@ class LocalCPU(Hardware):
         # TVM's own default is one thread per physical core: 1 on this 2-vCPU VM, where 2 threads
         # measured 5.6 ms against 10.6 ms on resnet18. Use every CPU this process may run on.
         self.num_threads = num_threads or len(os.sched_getaffinity(0))
+
+
+# Used when no GPU is here to ask (a build-only host): Hopper, the newest arch CUDA 12 and 13
+# both compile for. Set hardware.target.arch for another GPU.
+DEFAULT_CUDA_ARCH = "sm_90"
+
+
+def cuda_arch() -> str | None:
+    """sm_XY of this host's first CUDA GPU, None when TVM sees none."""
+    dev = tvm.cuda(0)
+    return "sm_" + dev.compute_version.replace(".", "") if dev.exist else None
+
+
+class LocalCUDA(LocalCPU):
+    """A CUDA GPU of this machine, measured through the private loopback tracker + server
+    like `local`. target.arch null: detected from the GPU (DEFAULT_CUDA_ARCH without one,
+    which still builds); host: the code launching the kernels (this CPU)."""
+
+    def __init__(self, name: str = "local_cuda", device: str = "gpu", key: str = "local_cuda",
+                 target=None, host=None, **kwargs):
+        target = dict(_plain(target) if target is not None else {"kind": "cuda"})
+        if target.get("kind") == "cuda" and not target.get("arch"):
+            target["arch"] = cuda_arch() or DEFAULT_CUDA_ARCH
+        super().__init__(name, device, key, target,
+                         host=host if host is not None else {"kind": "llvm", "mcpu": "host"},
+                         **kwargs)
+
+    def check(self) -> dict:
+        """No CUDA GPU here: fail at once (before any training), not when the server loads
+        the library."""
+        if tvm.cuda(0).exist:
+            return super().check()
+        raise DLASError("hardware", self.name, layer="hardware",
+                        valid="hardware=local, or a board's GPU (hikey/xavier device=gpu) "
+                              "through its tracker",
+                        reason="no CUDA GPU on this host (TVM finds no CUDA device: no NVIDIA "
+                               "GPU or driver, libcuda.so.1); it can build for CUDA but not run")
+
+    @contextmanager
+    def session(self) -> Iterator[RemoteSession]:
+        self.check()
+        with super().session() as sess:
+            yield sess
 
 
 class RemoteBoard(Hardware):

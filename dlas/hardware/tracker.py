@@ -88,16 +88,24 @@ def registered_keys(summary: dict) -> dict[str, int]:
 
 
 def check_key(host: str, port: int, key: str, timeout_s: float = 10) -> dict:
-    """The summary, after making sure at least one server is registered under `key`."""
-    summary = tracker_summary(host, port, timeout_s)
+    """The summary, after making sure at least one server is registered under `key`.
+
+    Either failure (no tracker there, or no server under the key) says what to start where."""
+    serve = (f"on the device run `python -m tvm.exec.rpc_server --tracker {host}:{port} "
+             f"--key {key}`")
+    try:
+        summary = tracker_summary(host, port, timeout_s)
+    except DLASError as err:
+        raise DLASError("RPC key", key, layer="hardware",
+                        reason=f"no board is registered under it at tracker {host}:{port}: the "
+                               f"tracker is not reachable: {err}; then {serve}") from err
     keys = registered_keys(summary)
     if key not in keys:
         raise DLASError("RPC key", key, sorted(keys) or "none: no server is registered at all",
                         layer="hardware",
-                        reason=f"no RPC server is registered under this key at tracker "
-                               f"{host}:{port}; on the device run `python -m tvm.exec.rpc_server "
-                               f"--tracker {host}:{port} --key {key}`, then check with `python -m "
-                               f"tvm.exec.query_rpc_tracker --host {host} --port {port}`")
+                        reason=f"no board is registered under it at tracker {host}:{port}; "
+                               f"{serve}, then check with `python -m tvm.exec.query_rpc_tracker "
+                               f"--host {host} --port {port}`")
     return summary
 
 
