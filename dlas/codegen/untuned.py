@@ -3,12 +3,14 @@
 This is what a competent compiler ships without tuning: the primitive's schedule for its
 conv2d functions, DLAS's generic parallel/vectorised schedules for the rest. TVM 0.27's own
 CPU pipeline schedules nothing, so this (not `tvm.compile`'s default) is the fair
-untuned baseline.
+untuned baseline. On a GPU target every PrimFunc, the primitives' included, gets TVM's
+DLight GPU rules (thread binding); one they cannot schedule makes the point Unsupported.
 """
 from __future__ import annotations
 
 import tvm
 
+from dlas.codegen.gpu import RequireScheduled, gpu_rules, is_gpu
 from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
                                    front_passes, inference_passes, relax_pipeline)
 from dlas.codegen.schedules import generic_rules
@@ -24,15 +26,26 @@ class Untuned:
         self.stats: dict = {}
 
     def rules(self, primitive: Primitive, target: tvm.target.Target) -> list:
-        """Primitive rules first: they claim their conv2d functions before the generic ones."""
+        """Primitive rules first: they claim their conv2d functions before the generic ones.
+        GPU: DLight's GPU rules for everything (DLAS's primitive schedules are CPU ones)."""
+        if is_gpu(target):
+            return gpu_rules()
         return primitive.schedule_rules(target) + generic_rules()
 
     def pipeline(self, primitive: Primitive, target: tvm.target.Target,
                  record: RecordScheduleStats | None = None) -> tvm.transform.Pass:
         passes = (inference_passes() + front_passes(primitive, target)
                   + [default_schedule_pass(self.rules(primitive, target))]
-                  + ([record] if record is not None else []) + back_passes(target))
+                  + ([record] if record is not None else []) + self._require(primitive, target)
+                  + back_passes(target))
         return relax_pipeline(passes, target)
+
+    @staticmethod
+    def _require(primitive: Primitive, target: tvm.target.Target) -> list[tvm.transform.Pass]:
+        """On a GPU: refuse (Unsupported, naming the primitive) what has no GPU schedule."""
+        if not is_gpu(target):
+            return []
+        return [RequireScheduled(target, f"{primitive.name}-{primitive.format}")]
 
     def schedule(self, mod: tvm.IRModule, primitive: Primitive,
                  target: tvm.target.Target) -> tvm.IRModule:
@@ -41,8 +54,9 @@ class Untuned:
                   + [default_schedule_pass(self.rules(primitive, target))])
         return relax_pipeline(passes, target)(mod)
 
-    def build(self, mod: tvm.IRModule, primitive: Primitive,
-              target: tvm.target.Target) -> tvm.runtime.Executable:
+    def build(self, mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
+              hardware=None) -> tvm.runtime.Executable:
+        """Compile `mod` for `target` (`hardware`, where it runs, matters to tuned builds only)."""
         record = RecordScheduleStats()
         primitive.reset_stats()
         executable = tvm.compile(mod, target=target,

@@ -37,7 +37,7 @@ def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware
         metrics = {"import_s": time.perf_counter() - start}
         start = time.perf_counter()
         try:
-            executable = codegen.build(mod, primitive, hardware.target)
+            executable = codegen.build(mod, primitive, hardware.target, hardware=hardware)
         except DLASError as err:
             # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
             err.layer = err.layer or "primitive"

@@ -17,6 +17,8 @@ _NOT_DETERMINING = {
                 "default_root_dir", "log_every_n_steps"},
     "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
     "measure": {"timeout_s", "retries"},
+    # a cache: where the tuning database lives does not change what a trial budget gives
+    "codegen": {"database_dir"},
 }
 
 

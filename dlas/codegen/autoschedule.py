@@ -1,0 +1,480 @@
+"""The `autoschedule` code generator: MetaSchedule searches a schedule for every tunable task.
+
+A build is the untuned one with a search in the middle: the primitive's legalization and
+fusion, then MetaSchedule (tvm.s_tir.meta_schedule) over the fused PrimFuncs, each candidate
+built here and timed on the target through the RPC key the final measurement uses (a board
+tunes on itself), then the best schedules applied from the database, the default schedules
+for whatever the search did not cover, and TVM's lowering.
+
+Two kinds of function keep their default schedule and the row counts them:
+- functions with data-dependent loops (the sparse primitives' CSR/BSR loops run to an
+  extent read from `indptr`): MetaSchedule's search spaces need static loop extents;
+- tasks that got no trials within the budget or whose every candidate failed.
+
+The tuning database is per target (`database_dir/<target digest>/`), shared by every model,
+compression and primitive, since tasks are keyed by their PrimFunc's structure. A ledger
+next to it records the per-task budget each task was tuned with, so a task already tuned
+with at least the budget asked now is not tuned again: a re-run recomputes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir, tirx
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
+                                   front_passes, inference_passes, relax_pipeline)
+from dlas.codegen.untuned import Untuned
+from dlas.errors import DLASError
+from dlas.primitives.base import Primitive
+from dlas.primitives.schedule_utils import extent, root_blocks
+
+log = logging.getLogger(__name__)
+LEDGER = "dlas_budget.json"
+SCHEDULED = "tirx.is_scheduled"
+
+
+class AutoSchedule(Untuned):
+    """Config: conf/codegen/autoschedule.yaml.
+
+    trials: measured candidates over all tasks; trials_per_task: at most this many for one
+    task; trials_per_iter: candidates per search round (lowered when the budget is spread
+    thin, so that every task gets a round); database_dir: where the per-target databases
+    live; builder_timeout_s / runner_timeout_s: limits for building / timing one candidate;
+    number / repeat / min_repeat_ms: how one candidate is timed on the target;
+    min_task_share: tasks with less than this share of the model's FLOPs keep their default
+    schedule (reshapes, element-wise ops: trials go where the time goes);
+    population_size / genetic_iters: the evolutionary search's size per round (TVM's
+    defaults, 512 and 4, cost ~50 s of search per round on 2 cores).
+    After `build`, `stats` adds tuning_s, tasks, tuned/reused/untuned task counts and
+    how many functions kept their default schedule and why.
+    """
+
+    def __init__(self, name: str = "autoschedule", trials: int = 200, trials_per_task: int = 64,
+                 trials_per_iter: int = 16, database_dir: str = "outputs/artifacts/tuning",
+                 builder_timeout_s: float = 60, runner_timeout_s: float = 60, number: int = 3,
+                 repeat: int = 1, min_repeat_ms: int = 20, min_task_share: float = 0.01,
+                 population_size: int = 128, genetic_iters: int = 2, seed: int = 0):
+        super().__init__(name)
+        for what, value, low in (("trials", trials, 0), ("trials_per_task", trials_per_task, 1),
+                                 ("trials_per_iter", trials_per_iter, 1), ("number", number, 1),
+                                 ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DLASError(f"codegen.{what}", value, f"an integer >= {low}", layer="codegen")
+        for what, value in (("builder_timeout_s", builder_timeout_s),
+                            ("runner_timeout_s", runner_timeout_s)):
+            if not isinstance(value, int | float) or value <= 0:
+                raise DLASError(f"codegen.{what}", value, "> 0 seconds", layer="codegen")
+        self.trials, self.trials_per_task, self.trials_per_iter = trials, trials_per_task, trials_per_iter
+        self.database_dir = Path(database_dir)
+        self.builder_timeout_s, self.runner_timeout_s = builder_timeout_s, runner_timeout_s
+        self.evaluator = ms.runner.EvaluatorConfig(number=number, repeat=repeat,
+                                                   min_repeat_ms=min_repeat_ms)
+        if not 0 <= min_task_share < 1:
+            raise DLASError("codegen.min_task_share", min_task_share, "a fraction in [0, 1)",
+                            layer="codegen")
+        self.min_task_share = float(min_task_share)
+        self.population_size, self.genetic_iters = int(population_size), int(genetic_iters)
+        self.seed = seed
+
+    # -- the build -----------------------------------------------------------------------------
+
+    def build(self, mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
+              hardware=None) -> tvm.runtime.Executable:
+        """Compile `mod`, tuning its tasks on `hardware` (default: this CPU over loopback RPC)."""
+        from dlas.hardware.base import LocalCPU  # codegen must not import hardware at load time
+
+        hardware = hardware if hardware is not None else LocalCPU(target=target)
+        target = tuning_target(target, hardware)
+        primitive.reset_stats()
+        rules = self.rules(primitive, target)
+        fused = relax_pipeline(inference_passes() + front_passes(primitive, target), target)(mod)
+        fused, kept = schedule_data_dependent(fused, rules, target)
+        tasks, small = tunable_tasks(fused, target, self.min_task_share)
+
+        db_dir = self.database_dir / target_digest(target)
+        start = time.perf_counter()
+        tuning = self.tune(tasks, target, hardware, db_dir, rules)
+        tuning["tuning_s"] = time.perf_counter() - start
+        tuning["small_tasks"] = len(small)
+
+        applied = RecordScheduledNames()
+        record = RecordScheduleStats()
+        database = ms.database.JSONDatabase(work_dir=str(db_dir))
+        with target:  # (the pass reads the current target when it is made)
+            apply_db = relax.transform.MetaScheduleApplyDatabase()
+        passes = ([apply_db, applied, default_schedule_pass(rules), record]
+                  + self._require(primitive, target) + back_passes(target))
+        with database:
+            executable = tvm.compile(fused, target=target,
+                                     relax_pipeline=relax_pipeline(passes, target))
+        tuned_funcs = sorted(set(applied.names) - set(kept))
+        self.stats = {**record.stats, **primitive.stats, **tuning,
+                      "tuning_database": str(db_dir),
+                      "tuned_funcs": len(tuned_funcs),
+                      "default_schedule_funcs": record.stats["scheduled_funcs"] - len(tuned_funcs),
+                      "data_dependent_funcs": len(kept),
+                      "schedule_note": schedule_note(kept, tuning)}
+        return executable
+
+    def task_budget(self, n_tasks: int) -> int:
+        """Trials one task gets: an even share of the total, at most trials_per_task."""
+        if n_tasks == 0 or self.trials == 0:
+            return 0
+        return min(self.trials_per_task, max(1, self.trials // n_tasks))
+
+    def tune(self, tasks: list[ms.ExtractedTask], target, hardware, db_dir: Path,
+             rules: list) -> dict:
+        """Tune the tasks that the ledger says lack this budget; the counts for the row.
+
+        Each task's default schedule is measured first and goes into the database as one
+        more candidate, so the applied schedule is never slower than the untuned one (as
+        measured); `default_won_tasks` counts the tasks where no searched one beat it."""
+        budget = self.task_budget(len(tasks))
+        ledger = Ledger(db_dir / LEDGER)
+        todo = ledger.lacking(tasks, budget)
+        stats = {"tasks": len(tasks), "task_budget": budget, "tuned_tasks": len(todo),
+                 "reused_tasks": len(tasks) - len(todo) if budget else 0,
+                 "tuning_trials": 0, "tuning_failed_trials": 0, "default_won_tasks": 0}
+        if not todo:
+            if tasks and budget:
+                log.info("tuning: all %d tasks already tuned with >= %d trials each in %s",
+                         len(tasks), budget, db_dir)
+            return stats
+        db_dir.mkdir(parents=True, exist_ok=True)
+        # equal rounds: a search round costs 10-20 s here whatever its size, so no short tail
+        rounds = math.ceil(budget / self.trials_per_iter)
+        per_iter = math.ceil(budget / rounds)
+        log.info("tuning %d of %d tasks on %s, %d trials each (%d in all), database %s",
+                 len(todo), len(tasks), hardware.name, budget, budget * len(todo), db_dir)
+        strategy = ms.search_strategy.EvolutionarySearch(
+            population_size=self.population_size, genetic_num_iters=self.genetic_iters,
+            init_min_unmeasured=min(50, self.population_size))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
+            num_threads=getattr(hardware, "num_threads", None) or "physical")
+        progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
+        with rpc_tracker(hardware) as (host, port), quiet_metaschedule(), ms.Profiler() as prof:
+            runner = ms.runner.RPCRunner(
+                rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
+                                               tracker_key=hardware.key,
+                                               session_timeout_sec=int(self.runner_timeout_s)),
+                evaluator_config=self.evaluator, max_workers=1)
+            builder = ms.builder.LocalBuilder(max_workers=len(os.sched_getaffinity(0)),
+                                              timeout_sec=self.builder_timeout_s,
+                                              f_build=build_candidate,
+                                              f_export=exporter(hardware.cc))
+            database = ms.database.JSONDatabase(work_dir=str(db_dir))
+            defaults = measure_defaults(todo, rules, target, builder, runner, database,
+                                        hardware.runtime_device)
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
+                          max_trials_global=budget * len(todo), max_trials_per_task=budget,
+                          num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                          database=database,
+                          measure_callbacks=ms.MeasureCallback.create("default") + [progress],
+                          task_scheduler="round-robin")
+        stats["default_won_tasks"] = sum(
+            best_secs(database, task, target) >= secs for task, secs in defaults.items())
+        ledger.update(todo, budget)
+        log.debug("tuning profile: %s", prof.table())
+        stats.update(tuning_trials=progress.trials, tuning_failed_trials=progress.failed)
+        return stats
+
+    def __repr__(self) -> str:
+        return (f"AutoSchedule(trials={self.trials}, trials_per_task={self.trials_per_task}, "
+                f"database_dir={str(self.database_dir)!r})")
+
+
+# -- targets and databases -------------------------------------------------------------------
+
+def tuning_target(target: tvm.target.Target, hardware) -> tvm.target.Target:
+    """MetaSchedule's CPU rules need the core count in the target (`num-cores`)."""
+    if target.kind.name != "llvm" or "num-cores" in target.attrs:
+        return target
+    cores = getattr(hardware, "num_threads", None)
+    if not cores:
+        raise DLASError("hardware.target", str(target), "a target dict with num-cores",
+                        layer="hardware", reason="MetaSchedule needs the board's core count "
+                        "(e.g. {kind: llvm, ..., num-cores: 4})")
+    config = {k: v for k, v in target.export().items() if k not in ("host", "keys", "tag")}
+    host = target.host
+    return tvm.target.Target({**_plain(config), "num-cores": int(cores)}, host)
+
+
+def _plain(value):
+    if isinstance(value, dict | tvm_ffi.Map):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | tvm_ffi.Array):
+        return [_plain(v) for v in value]
+    return value
+
+
+def target_digest(target: tvm.target.Target) -> str:
+    """A directory name for a target: its kind and a hash of its full description."""
+    text = json.dumps(_plain(target.export()), sort_keys=True, default=str) + tvm.__version__
+    return f"{target.kind.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def task_hash(task: ms.ExtractedTask) -> str:
+    return str(tvm_ffi.structural_hash(task.dispatched[0]))
+
+
+class Ledger:
+    """task hash -> the largest per-task budget it has been tuned with, in a JSON file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def budget(self, task: ms.ExtractedTask) -> int:
+        return int(self.entries.get(task_hash(task), {}).get("budget", 0))
+
+    def lacking(self, tasks: list[ms.ExtractedTask], budget: int) -> list[ms.ExtractedTask]:
+        """The tasks not yet tuned with at least `budget` trials each."""
+        return [t for t in tasks if budget and self.budget(t) < budget]
+
+    def update(self, tasks: list[ms.ExtractedTask], budget: int) -> None:
+        for task in tasks:
+            key = task_hash(task)
+            old = self.entries.get(key, {}).get("budget", 0)
+            self.entries[key] = {"task": task.task_name, "budget": max(old, budget)}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+# -- which functions MetaSchedule gets -------------------------------------------------------
+
+def has_data_dependent_loops(func: tirx.PrimFunc) -> bool:
+    """True when a loop around any block (nested ones too) runs to a non-constant extent."""
+    sch = s_tir.Schedule(func)
+    blocks = root_blocks(sch)
+    while blocks:
+        block = blocks.pop()
+        if any(extent(sch, loop) is None for loop in sch.get_loops(block)):
+            return True
+        blocks.extend(sch.get_child_blocks(block))
+    return False
+
+
+def schedule_data_dependent(mod: tvm.IRModule, rules: list, target: tvm.target.Target
+                            ) -> tuple[tvm.IRModule, list[str]]:
+    """Give functions with data-dependent loops their default schedule now (MetaSchedule
+    cannot search them); returns the module and their names."""
+    names = [gv.name_hint for gv, f in mod.functions_items()
+             if isinstance(f, tirx.PrimFunc) and has_data_dependent_loops(f)]
+    if not names:
+        return mod, []
+    sub = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint in names})
+    with target:
+        sub = default_schedule_pass(rules)(sub)
+    updated = mod.clone()
+    for gv, func in sub.functions_items():
+        updated.update_func(gv, func)
+    return updated, names
+
+
+def tunable_tasks(mod: tvm.IRModule, target: tvm.target.Target, min_share: float = 0.0
+                  ) -> tuple[list[ms.ExtractedTask], list[ms.ExtractedTask]]:
+    """MetaSchedule's tasks of the module, less the functions already scheduled, split into
+    those worth tuning and those with under `min_share` of the model's FLOPs."""
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
+             if not int((t.dispatched[0]["main"].attrs or {}).get(SCHEDULED, 0))]
+    flops = [task_flops(t) * t.weight for t in tasks]
+    total = sum(flops) or 1.0
+    keep = [t for t, f in zip(tasks, flops) if f / total >= min_share]
+    return keep, [t for t in tasks if t not in keep]
+
+
+def task_flops(task: ms.ExtractedTask) -> float:
+    try:
+        return float(s_tir.analysis.estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # noqa: BLE001 - an estimate only: unknown counts as no work
+        return 0.0
+
+
+@tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduledNames")
+class RecordScheduledNames:
+    """Identity pass noting which PrimFuncs carry a schedule at this point of the pipeline."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.names = [gv.name_hint for gv, f in mod.functions_items()
+                      if isinstance(f, tirx.PrimFunc) and f.attrs is not None
+                      and int(f.attrs.get(SCHEDULED, 0))]
+        return mod
+
+
+def schedule_note(kept: list[str], tuning: dict) -> str:
+    """What the row says about functions that did not get a searched schedule."""
+    notes = []
+    if kept:
+        notes.append(f"{len(kept)} function(s) with data-dependent (sparse) loops keep the "
+                     "primitive's default schedule: MetaSchedule cannot search them")
+    if tuning.get("small_tasks"):
+        notes.append(f"{tuning['small_tasks']} task(s) under min_task_share of the FLOPs keep "
+                     "the default schedule")
+    if tuning.get("task_budget", 0) == 0 and tuning.get("tasks"):
+        notes.append("trials=0: nothing tuned, database schedules only")
+    return "; ".join(notes)
+
+
+# -- tuning runs -----------------------------------------------------------------------------
+
+def default_schedule(func: tirx.PrimFunc, rules: list, target: tvm.target.Target):
+    """The schedule the untuned build gives `func` (the first rule that applies), or None."""
+    for rule in rules:
+        space = rule.apply(func, target, False)
+        if space is not None:
+            return space if isinstance(space, s_tir.Schedule) else space[0]
+    return None
+
+
+def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder, runner,
+                     database, device: str = "cpu") -> dict[ms.ExtractedTask, float]:
+    """Build and time each task's default schedule with the tuning builder and runner and
+    commit it to the database as a tuning record; task -> its mean seconds."""
+    scheduled = []
+    for task in tasks:
+        with target:
+            sch = default_schedule(task.dispatched[0]["main"], rules, target)
+        if sch is not None:
+            scheduled.append((task, sch))
+        else:
+            log.debug("tuning: no default schedule for %s", task.task_name)
+    if not scheduled:
+        return {}
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in scheduled])
+    inputs, kept = [], []
+    for (task, sch), result in zip(scheduled, built):
+        if result.error_msg is not None:
+            log.debug("tuning: default schedule of %s did not build: %s", task.task_name,
+                      result.error_msg[:300])
+        else:
+            args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+            inputs.append(ms.runner.RunnerInput(result.artifact_path, device, args))
+            kept.append((task, sch, args))
+    measured = {}
+    for (task, sch, args), future in zip(kept, runner.run(inputs)):
+        result = future.result()
+        if result.error_msg is not None or not result.run_secs:
+            log.debug("tuning: default schedule of %s did not run: %s", task.task_name,
+                      (result.error_msg or "")[-600:])
+            continue
+        secs = [float(t) for t in result.run_secs]
+        workload = database.commit_workload(task.dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs,
+                                                               target, args))
+        measured[task] = sum(secs) / len(secs)
+    log.info("tuning: default schedules of %d/%d tasks measured as candidates",
+             len(measured), len(tasks))
+    return measured
+
+
+def best_secs(database, task: ms.ExtractedTask, target) -> float:
+    """Mean seconds of the task's best record in the database (inf if none)."""
+    if not database.has_workload(task.dispatched[0]):
+        return math.inf
+    top = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+    if not top or not top[0].run_secs:
+        return math.inf
+    return sum(float(t) for t in top[0].run_secs) / len(top[0].run_secs)
+
+
+@contextmanager
+def rpc_tracker(hardware):
+    """(host, port) of a tracker with a server under hardware.key: the board's tracker, or a
+    private loopback tracker + server for this CPU, stopped afterwards."""
+    from dlas.hardware.local_rpc import LocalRPC
+
+    if not hardware.is_local:
+        hardware.check()
+        yield hardware.tracker_host, hardware.tracker_port
+        return
+    local = LocalRPC(hardware.key, hardware.startup_timeout_s,
+                     getattr(hardware, "num_threads", None)).start()
+    try:
+        yield local.host, local.port
+    finally:
+        local.stop()
+
+
+def build_candidate(mod, target, _params):
+    """The builder's build function: TVM's default without importing every tensor intrinsic
+    (`tvm.s_tir.tensor_intrin` takes 33 s to import here, in each fresh builder process;
+    DLAS's search spaces do not tensorize)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def exporter(cc: str | None):
+    """The builder's export function: a shared library, cross-compiled when `cc` is set.
+    A closure, so the builder's worker processes get it by value (no dlas import there)."""
+
+    def export(mod) -> str:
+        import os as _os
+        import tempfile as _tempfile
+
+        from tvm.support import cc as _cc
+
+        path = _os.path.join(_tempfile.mkdtemp(), "tuning_candidate.so")
+        mod.export_library(path, fcompile=_cc.cross_compiler(cc) if cc else None)
+        return path
+
+    return export
+
+
+@contextmanager
+def quiet_metaschedule():
+    """MetaSchedule logs every round's task table at INFO; DLAS prints its own progress."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@derived_object
+class TuningProgress(ms.measure_callback.PyMeasureCallback):
+    """After each measured batch: trials done of the budget, the task, its best time so far."""
+
+    def __init__(self, task_names: list[str], total: int):
+        self.task_names, self.total = task_names, total
+        self.trials = self.failed = 0
+        self.best: dict[int, float] = {}
+        self.start = time.perf_counter()
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+              runner_results) -> None:
+        self.trials += len(measure_candidates)
+        for built, ran in zip(builder_results, runner_results):
+            if built.error_msg is not None or ran.error_msg is not None or not ran.run_secs:
+                self.failed += 1
+                continue
+            secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
+            self.best[task_id] = min(self.best.get(task_id, math.inf), secs)
+        best = self.best.get(task_id)
+        log.info("tuning: %d/%d trials | task %d/%d %s best %s | %d failed | %.0f s",
+                 self.trials, self.total, task_id + 1, len(self.task_names),
+                 self.task_names[task_id], f"{best * 1e3:.4f} ms" if best else "-",
+                 self.failed, time.perf_counter() - self.start)

@@ -1,0 +1,170 @@
+"""MetaSchedule auto-scheduling: a tiny budget on a tiny model, tuned through loopback RPC.
+
+One tuning run (module fixture) is shared: the first build tunes, the second with the same
+budget must reuse the database and tune nothing, a larger budget tunes again.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+from dlas.codegen import AutoSchedule, import_model
+from dlas.codegen import front_passes, inference_passes, relax_pipeline
+from dlas.codegen.autoschedule import (LEDGER, Ledger, has_data_dependent_loops, target_digest,
+                                       tunable_tasks, tuning_target)
+from dlas.errors import DLASError
+from dlas.hardware import LocalCPU
+from dlas.primitives.direct import Direct
+from dlas.primitives.gemm import Gemm
+
+TRIALS = 4
+
+
+def tiny_net(sparse: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    if sparse:
+        with torch.no_grad():
+            w = net[2].weight
+            w[torch.rand_like(w) < 0.8] = 0
+    return net
+
+
+def run(executable, x: torch.Tensor) -> np.ndarray:
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """Two builds with the same budget and database: (codegen, stats of each, outputs)."""
+    db = tmp_path_factory.mktemp("tuning")
+    hardware = LocalCPU()
+    x = torch.randn(1, 3, 16, 16)
+    net = tiny_net()
+    mod = import_model(net, x)
+    first = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db))
+    out1 = run(first.build(mod, Direct("direct"), hardware.target, hardware=hardware), x)
+    second = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db))
+    out2 = run(second.build(mod, Direct("direct"), hardware.target, hardware=hardware), x)
+    ref = net(x).detach().numpy()
+    return dict(db=db, hardware=hardware, mod=mod, x=x, net=net, ref=ref,
+                first=first.stats, second=second.stats, out1=out1, out2=out2)
+
+
+def test_tuned_build_matches_pytorch(tuned):
+    np.testing.assert_allclose(tuned["out1"], tuned["ref"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tuned["out2"], tuned["ref"], rtol=1e-4, atol=1e-5)
+
+
+def test_first_build_tunes_every_conv_task_through_rpc(tuned):
+    stats = tuned["first"]
+    # two conv2d tasks carry the FLOPs; reshape/mean/matmul are under min_task_share
+    assert stats["tasks"] == 2 and stats["small_tasks"] >= 1
+    assert stats["tuned_tasks"] == 2 and stats["reused_tasks"] == 0
+    assert stats["task_budget"] == TRIALS // 2
+    assert stats["tuning_trials"] == TRIALS
+    assert stats["tuning_failed_trials"] < TRIALS  # measured on the target, not all failures
+    assert stats["tuned_funcs"] >= 1 and stats["unscheduled_funcs"] == 0
+    assert stats["tuning_s"] > 0
+    db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
+    records = (db / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) >= TRIALS - stats["tuning_failed_trials"]
+    ledger = json.loads((db / LEDGER).read_text())
+    assert sorted(e["budget"] for e in ledger.values()) == [TRIALS // 2] * 2
+
+
+def test_same_budget_again_reuses_the_database(tuned):
+    stats = tuned["second"]
+    assert stats["tuned_tasks"] == 0 and stats["reused_tasks"] == 2
+    assert stats["tuning_trials"] == 0
+    assert stats["tuned_funcs"] == tuned["first"]["tuned_funcs"]  # schedules come from the DB
+    assert stats["tuning_s"] < tuned["first"]["tuning_s"]
+
+
+def test_default_schedules_are_candidates(tuned):
+    """Every tuned task's default schedule was measured and committed: the applied one is
+    never slower than untuned as measured (with 2 trials a task, it usually wins)."""
+    stats = tuned["first"]
+    assert 0 <= stats["default_won_tasks"] <= stats["tuned_tasks"]
+    db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
+    traces = (db / "database_tuning_record.json").read_text()
+    assert traces.count("dlas.schedule_rule") >= stats["tuned_tasks"]
+
+
+def test_a_larger_budget_would_tune_again(tuned):
+    """The ledger asks for the tasks again once the per-task budget grows."""
+    hardware = tuned["hardware"]
+    target = tuning_target(hardware.target, hardware)
+    ledger = Ledger(tuned["db"] / target_digest(target) / LEDGER)
+    tasks, _ = tunable_tasks(
+        relax_pipeline(inference_passes() + front_passes(Direct("direct"), target), target)(
+            tuned["mod"]), target, 0.01)
+    assert ledger.lacking(tasks, AutoSchedule(trials=TRIALS).task_budget(len(tasks))) == []
+    bigger = AutoSchedule(trials=2 * TRIALS).task_budget(len(tasks))
+    assert bigger == TRIALS and len(ledger.lacking(tasks, bigger)) == 2
+
+
+def test_sparse_loops_keep_the_default_schedule_and_say_so(tuned):
+    net = tiny_net(sparse=True)
+    mod = import_model(net, tuned["x"])
+    codegen = AutoSchedule(trials=2, trials_per_iter=1, database_dir=str(tuned["db"]))
+    # gemm's CSR rows run to indptr[o + 1] (direct's CSR pads rows to a static length)
+    executable = codegen.build(mod, Gemm("gemm", format="csr"), tuned["hardware"].target,
+                               hardware=tuned["hardware"])
+    stats = codegen.stats
+    assert stats["sparse_layers"] == 1 and stats["data_dependent_funcs"] == 1
+    assert "data-dependent" in stats["schedule_note"]
+    assert stats["unscheduled_funcs"] == 0
+    np.testing.assert_allclose(run(executable, tuned["x"]), net(tuned["x"]).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_zero_trials_applies_the_database_only(tuned):
+    codegen = AutoSchedule(trials=0, database_dir=str(tuned["db"]))
+    executable = codegen.build(tuned["mod"], Direct("direct"), tuned["hardware"].target,
+                               hardware=tuned["hardware"])
+    assert codegen.stats["tuned_tasks"] == 0 and codegen.stats["tuning_trials"] == 0
+    assert codegen.stats["tuned_funcs"] >= 1  # the records of the earlier runs
+    np.testing.assert_allclose(run(executable, tuned["x"]), tuned["ref"], rtol=1e-4, atol=1e-5)
+
+
+def test_data_dependent_loops_are_detected():
+    from tvm import te
+
+    indptr = te.placeholder((5,), "int32", name="indptr")
+    x = te.placeholder((16,), name="x")
+
+    def row(i):
+        k = te.reduce_axis((0, indptr[i + 1] - indptr[i]), name="k")
+        return te.sum(x[indptr[i] + k], axis=k)
+
+    sparse = te.create_prim_func([indptr, x, te.compute((4,), row)])
+    k = te.reduce_axis((0, 16), name="k")
+    dense = te.create_prim_func([x, te.compute((1,), lambda i: te.sum(x[k], axis=k))])
+    assert has_data_dependent_loops(sparse) and not has_data_dependent_loops(dense)
+
+
+@pytest.mark.parametrize("kwargs, what", [
+    ({"trials": -1}, "codegen.trials"), ({"trials_per_task": 0}, "codegen.trials_per_task"),
+    ({"trials": 2.5}, "codegen.trials"), ({"min_task_share": 1.5}, "codegen.min_task_share"),
+    ({"runner_timeout_s": 0}, "codegen.runner_timeout_s")])
+def test_bad_settings_name_the_value(kwargs, what):
+    with pytest.raises(DLASError, match=what):
+        AutoSchedule(**kwargs)
+
+
+def test_board_target_without_core_count_is_refused():
+    board = type("Board", (), {"num_threads": None})()
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    with pytest.raises(DLASError, match="num-cores"):
+        tuning_target(target, board)
+    cores = tuning_target(target, type("Board", (), {"num_threads": 4})())
+    assert int(cores.attrs["num-cores"]) == 4
