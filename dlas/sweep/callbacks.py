@@ -1,20 +1,79 @@
-"""Hydra callbacks that turn a multirun into a sweep with a summary and an honest exit code."""
+"""Hydra callbacks that turn a multirun into a sweep with progress, a summary and an honest exit code."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.results import ResultsStore
+from dlas.sweep.progress import Progress, duration, sweep_jobs
 from dlas.sweep.summary import summary_table
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def sweep_total(config: DictConfig) -> int | None:
+    """How many jobs this multirun launches: the BasicSweeper's expansion of the experiment's
+    `hydra.sweeper.params` and the command line; a search sweeper's trial budget; else None."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        trials = sweeper.get("n_trials")  # e.g. the Optuna sweeper
+        return int(trials) if isinstance(trials, int) else None
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() \
+        else None
+    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
+    return len(sweep_jobs(params, list(config.hydra.overrides.task),
+                          sweeper.get("max_batch_size"), loader))
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: print one line per point and exit 1 if any point failed."""
+    """A progress line after every job of a multirun; at its end one line per point, the
+    failures by layer and reason, and exit 1 if any point failed.
+
+    Progress is counted in the process that started the multirun (the basic launcher runs jobs
+    there); a launcher that runs jobs in other processes gets the end summary, read from the
+    results store, but no per-job line."""
+
+    def __init__(self):
+        self.progress: Progress | None = None
+        self.started = self.job_started = 0.0
+        self.pid = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            total = sweep_total(config)
+        except Exception:  # an expansion Hydra itself will refuse: it says why when it sweeps
+            total = None
+        self.progress, self.started, self.pid = Progress(total), time.time(), os.getpid()
+        print(f"sweep: {total if total is not None else 'an open number of'} jobs "
+              f"-> {config.hydra.sweep.dir}", flush=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        self.job_started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if self.progress is None or os.getpid() != self.pid:
+            return  # a single run, or a job in a launcher's worker process
+        status, reused = "failed", False
+        row = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+        if isinstance(row, dict) and row.get("status"):
+            status = row["status"]
+            # run_point returns the stored row of a point it skipped: started before this job
+            reused = (row.get("started") or self.job_started) < self.job_started
+        now = time.time()
+        self.progress.add(status, now - self.job_started, reused)
+        print(self.progress.line(now - self.started), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         rows = ResultsStore(config.paths.results).rows(sweep=config.hydra.sweep.dir)
         print(summary_table(rows), flush=True)
+        if self.started:
+            print(f"sweep took {duration(time.time() - self.started)}", flush=True)
         if any(r["status"] == "failed" for r in rows):
             sys.exit(1)

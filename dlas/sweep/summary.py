@@ -1,6 +1,7 @@
 """Plain-text lines and tables of results, for the terminal."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from dlas.store.results import LAYERS
@@ -34,13 +35,18 @@ def row_line(row: dict, reused: bool = False) -> str:
             f"latency {_latency(m)}")
 
 
+def reason_kind(reason: str | None) -> str:
+    """A reason without the per-point traceback file, so equal failures group together."""
+    return re.sub(r" \(traceback: [^)]*\)$", "", reason or "")
+
+
 def summary_table(rows: list[dict]) -> str:
     """The end-of-sweep table: one line per point, then counts and failures by layer/reason."""
     counts = Counter(r["status"] for r in rows)
     lines = [f"sweep summary: {len(rows)} points — "
              + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unsupported", "failed"))]
     lines += ["  " + row_line(r) for r in rows]
-    problems = Counter((r["status"], r.get("layer") or "?", r.get("reason") or "")
+    problems = Counter((r["status"], r.get("layer") or "?", reason_kind(r.get("reason")))
                        for r in rows if r["status"] != "ok")
     if problems:
         lines.append("not ok, by layer and reason:")
