@@ -1,0 +1,132 @@
+"""The report as one self-contained HTML file: inline CSS, figures as base64 data URIs, no
+scripts or fonts from the network; the PNG and CSV files beside it are linked relatively."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from dlas.report.observations import DOES_NOT_HOLD, HOLDS, NOT_ENOUGH, Observation
+
+MAX_ROWS = 40  # rows shown per table; the CSV has them all
+BADGE = {HOLDS: "holds", DOES_NOT_HOLD: "nothold", NOT_ENOUGH: "nodata"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;
+  color:#222;background:#fafafa;line-height:1.45}
+main{max-width:1160px;margin:0 auto;padding:24px 28px 60px;background:#fff}
+h1{margin:0 0 4px;font-size:26px} h2{margin-top:36px;border-bottom:2px solid #ddd;padding-bottom:4px}
+h3{margin:26px 0 6px} .meta{color:#555;font-size:14px} .meta code{font-size:13px}
+.counts span{display:inline-block;margin-right:14px;font-weight:600}
+.ok{color:#2e7d32} .unsupported{color:#b7791f} .failed{color:#c0392b}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;font-size:13px;font-weight:700;
+  color:#fff;vertical-align:middle;margin-left:8px}
+.badge.holds{background:#2e7d32} .badge.nothold{background:#c0392b} .badge.nodata{background:#777}
+.stat{margin:6px 0} .rule{color:#555;font-size:13px;margin:4px 0 8px}
+figure{margin:10px 0 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:13px}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0;display:block;overflow-x:auto;
+  max-width:100%}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top;
+  white-space:nowrap}
+th{background:#f2f2f2} tr:nth-child(even) td{background:#fbfbfb}
+td.reason{max-width:520px;word-break:break-word;white-space:normal}
+nav a{margin-right:12px;font-size:14px} .note{color:#777;font-size:12.5px}
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def table(df: pd.DataFrame, csv: str | None = None, wide: tuple[str, ...] = ("reason",),
+          fold: bool = True) -> str:
+    """At most MAX_ROWS rows; with `fold`, a wide table's columns equal in every row are
+    named once under it instead."""
+    if df is None or df.empty:
+        return '<p class="note">(no rows)</p>'
+    full, same = df, ""
+    if fold and len(df.columns) > 8 and len(df) > 1:
+        const = [c for c in df.columns if df[c].astype(str).nunique() == 1]
+        df = df.drop(columns=const)
+        named = [f"{_esc(c)}={_esc(_cell(full[c].iloc[0]))}" for c in const
+                 if _cell(full[c].iloc[0]) != ""]
+        same = f'<p class="note">In every row: {", ".join(named)}</p>' if named else ""
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    body = []
+    for _, row in df.head(MAX_ROWS).iterrows():
+        cells = "".join(f'<td{" class=reason" if c in wide else ""}>{_esc(_cell(row[c]))}</td>'
+                        for c in df.columns)
+        body.append(f"<tr>{cells}</tr>")
+    more = (f'<p class="note">{len(df) - MAX_ROWS} more rows in '
+            f'<a href="{_esc(csv)}">{_esc(csv)}</a></p>' if len(df) > MAX_ROWS and csv else "")
+    link = (f'<p class="note">CSV: <a href="{_esc(csv)}">{_esc(csv)}</a> ({len(df)} rows)</p>'
+            if csv and len(df) <= MAX_ROWS else "")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>{same}{more}{link}"
+
+
+def image(png: Path, alt: str) -> str:
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{_esc(alt)}">'
+
+
+def observation(obs: Observation, csv: str | None) -> str:
+    return (f'<section id="obs-{obs.slug}"><h3>{_esc(obs.claim)}'
+            f'<span class="badge {BADGE[obs.verdict]}">{_esc(obs.verdict)}</span></h3>'
+            f'<p class="stat">{_esc(obs.statistic)}</p><p class="rule">Rule: {_esc(obs.rule)}</p>'
+            f"{table(obs.table, csv)}</section>")
+
+
+def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: dict,
+          figures: list[tuple[str, str, Path | None, str]], not_ok: pd.DataFrame,
+          tables: dict[str, tuple[Path, int]]) -> Path:
+    """figures: (id, title, png or None, caption or why it is missing)."""
+    counts = info["status"]
+    where = ", ".join(f"{k}={'|'.join(v)}" for k, v in info["where"].items()) or "none"
+    meta = (f'<p class="meta">Results store <code>{_esc(info["results"])}</code> · sweep '
+            f'<code>{_esc(info["sweep"] or "all rows")}</code> · filters <code>{_esc(where)}</code>'
+            f' · generated {_esc(info["generated"])}</p>'
+            f'<p class="counts"><span>{info["points"]} points</span>'
+            + "".join(f'<span class="{s}">{counts[s]} {s}</span>' for s in counts) + "</p>"
+            + (f'<p class="meta">{info["remeasured"]} ok points share their layer labels with a '
+               f"later measurement of the same layers (other settings, e.g. training); "
+               f"comparisons use the latest of each.</p>" if info.get("remeasured") else "")
+            + "<p class=meta>" + " · ".join(f"{_esc(k)}: {_esc(', '.join(v))}"
+                                             for k, v in info["layers"].items()) + "</p>")
+    nav = "<nav>" + "".join(
+        f'<a href="#{a}">{t}</a>' for a, t in [("observations", "Observations")]
+        + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
+        + [("not-ok", "Unsupported and failed"), ("tables", "Tables")]) + "</nav>"
+    obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
+    figs = []
+    for fid, title, png, caption in figures:
+        body = (f"<figure>{image(png, title)}<figcaption>{_esc(caption)} "
+                f'(<a href="{_esc(png.name)}">{_esc(png.name)}</a>)</figcaption></figure>'
+                if png else f'<p class="note">Not drawn: {_esc(caption)}</p>')
+        figs.append(f'<section id="fig-{fid}"><h3>{_esc(title)}</h3>{body}</section>')
+    csv_list = "".join(f'<li><a href="{_esc(p.name)}">{_esc(p.name)}</a>: {n} rows — {_esc(what)}</li>'
+                       for what, (p, n) in tables.items())
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>DLAS report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
+<body><main><h1>DLAS report</h1>{meta}{nav}
+<h2 id="observations">Observations</h2>
+<p class="meta">Each of the study's observations checked on these measurements: the verdict,
+the statistic behind it, the rule that decides, and the evidence.</p>{obs}
+<h2 id="figures">Figures</h2>{''.join(figs)}
+<h2 id="not-ok">Unsupported and failed points</h2>{table(not_ok, "not_ok.csv", fold=False)}
+<h2 id="tables">Tables</h2><ul>{csv_list}</ul>
+</main></body></html>
+"""
+    path.write_text(doc, encoding="utf-8")
+    return path

@@ -1,0 +1,59 @@
+"""The written report: HTML sections with embedded figures, CSV tables with the right rows."""
+import base64
+import re
+
+import pandas as pd
+import pytest
+
+from dlas.report import build, load
+from tests.report.synthetic import grid_store
+
+
+@pytest.fixture(scope="module")
+def report(grid, tmp_path_factory):
+    df, info = load(grid)
+    return build(df, info, tmp_path_factory.mktemp("report"))
+
+
+def test_html_has_every_section_and_embeds_its_figures(report):
+    page = report.html.read_text()
+    for anchor in ("obs-uncorrelated", "obs-speedup_hardware", "obs-tuning_flip",
+                   "obs-quantization_flip", "fig-pareto", "fig-correlations", "fig-speedup",
+                   "fig-best_primitive", "fig-tuning", "fig-status", "not-ok", "tables"):
+        assert f'id="{anchor}"' in page, anchor
+    assert page.count('class="badge holds"') == 3 and page.count('class="badge nothold"') == 1
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 6
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    # opens without network: nothing fetched from elsewhere
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page
+    assert "TVMError: Check failed: (bound) is false" in page  # the failed point's reason
+    for png in report.figures.values():
+        assert png.is_file() and png.stat().st_size > 10_000
+
+
+def test_csv_tables_have_the_rows(report):
+    out = report.html.parent
+    points = pd.read_csv(out / "points.csv")
+    assert len(points) == 74 and points["status"].value_counts().to_dict() == {
+        "ok": 72, "unsupported": 1, "failed": 1}
+    not_ok = pd.read_csv(out / "not_ok.csv")
+    assert not_ok[["status", "layer", "primitive"]].values.tolist() == [
+        ["failed", "codegen", "spatial_pack-bsr"], ["unsupported", "primitive", "gemm-csr"]]
+    speedup = pd.read_csv(out / "speedup.csv")
+    assert len(speedup) == 48 and set(speedup["compression"]) == {"int8", "unstructured"}
+    assert len(pd.read_csv(out / "tuning_flips.csv")) == 12
+    assert pd.read_csv(out / "quantization_flips.csv")["flipped"].sum() == 4
+    ranges = pd.read_csv(out / "speedup_ranges.csv")
+    assert ranges[["compression", "hardware", "n"]].values.tolist() == [
+        ["int8", "board", 12], ["int8", "local", 12], ["unstructured", "board", 12],
+        ["unstructured", "local", 12]]
+
+
+def test_a_figure_without_data_says_why(tmp_path):
+    grid_store(tmp_path / "r.sqlite", codegens=("untuned",), hardware=("local",))
+    df, info = load(tmp_path / "r.sqlite")
+    report = build(df, info, tmp_path / "out")
+    assert "tuning" not in report.figures and not (tmp_path / "out" / "tuning.png").exists()
+    assert "Not drawn: no point was measured both untuned and with a tuning codegen" in \
+        report.html.read_text()

@@ -1,0 +1,69 @@
+"""The four observation checks: verdicts, the statistic behind them, 'not enough data'."""
+import pytest
+
+from dlas.report import observations as obs
+from dlas.report import stats
+from dlas.report.table import load
+from tests.report.synthetic import correlation_store, grid_store
+
+
+def checks(path, **kw):
+    ok = stats.measured(load(path, **kw)[0])
+    return {o.slug: o for o in obs.check_all(ok, stats.speedups(ok))}
+
+
+def test_verdicts_on_the_synthetic_grid(grid):
+    o = checks(grid)
+    hw = o["speedup_hardware"]
+    assert hw.verdict == obs.HOLDS
+    assert "for 1 of 2 techniques" in hw.statistic  # int8 yes (2x vs 4x), unstructured no (1x)
+    assert "int8: board 4.00–40.00× (median 4.00, n=12), local 2.00–2.00×" in hw.statistic
+    tune = o["tuning_flip"]
+    assert tune.verdict == obs.HOLDS and "differs in 5 of 12" in tune.statistic
+    assert "direct-dense → gemm-dense (5×)" in tune.statistic
+    quant = o["quantization_flip"]
+    assert quant.verdict == obs.HOLDS and "differs in 4 of 8" in quant.statistic
+    assert len(quant.table) == 8
+
+
+def test_no_flip_and_no_hardware_dependence_is_does_not_hold(grid):
+    # mobilenetv2 never flips under tuning; on local alone int8 changes nothing
+    o = checks(grid, where="model=mobilenetv2")
+    assert o["tuning_flip"].verdict == obs.DOES_NOT_HOLD
+    assert "differs in 0 of 6" in o["tuning_flip"].statistic
+    o = checks(grid, where="hardware=local")
+    assert o["quantization_flip"].verdict == obs.DOES_NOT_HOLD
+    assert "differs in 0 of 4" in o["quantization_flip"].statistic
+    o = checks(grid, where="compression=none,unstructured")
+    assert o["speedup_hardware"].verdict == obs.DOES_NOT_HOLD
+    assert "medians differ 1.00×" in o["speedup_hardware"].statistic
+
+
+def test_not_enough_data_when_the_grid_lacks_the_points(tmp_path):
+    path = tmp_path / "r.sqlite"
+    grid_store(path, hardware=("local",), codegens=("untuned",), compressions=("none", "unstructured"))
+    o = checks(path)
+    for slug in ("speedup_hardware", "tuning_flip", "quantization_flip"):
+        assert o[slug].verdict == obs.NOT_ENOUGH, slug
+    assert "one hardware" in o["speedup_hardware"].statistic
+    assert "codegens measured: untuned" in o["tuning_flip"].statistic
+    assert "number formats measured: float32" in o["quantization_flip"].statistic
+    # 4 points: below the 5 a Spearman test needs
+    small = correlation_store(tmp_path / "s.sqlite", [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4])
+    corr = checks(small.path)["uncorrelated"]
+    assert corr.verdict == obs.NOT_ENOUGH and "n=4 < 5" in corr.statistic
+
+
+def test_correlation_verdicts(tmp_path):
+    sizes, acc = [1, 2, 3, 4, 5, 6], [3, 6, 1, 5, 2, 4]
+    correlated = correlation_store(tmp_path / "c.sqlite", sizes, acc, lat_ranks=sizes)
+    o = checks(correlated.path)["uncorrelated"]
+    assert o.verdict == obs.DOES_NOT_HOLD
+    assert "size–latency ρ=+1.00" in o.statistic and "1 of 3 tested pairs" in o.statistic
+    assert o.table["correlated"].tolist() == [False, True, False]
+    # latency ranks 2 5 3 1 6 4: rho(size, latency) = 1 - 6*24/210 = 0.314, p ~ 0.54
+    loose = correlation_store(tmp_path / "u.sqlite", sizes, acc, lat_ranks=[2, 5, 3, 1, 6, 4])
+    o = checks(loose.path)["uncorrelated"]
+    assert o.verdict == obs.HOLDS
+    assert o.table.set_index(["x", "y"]).loc[("size_mib", "latency_ms"), "rho"] == \
+        pytest.approx(1 - 6 * 24 / 210)
