@@ -100,6 +100,7 @@ class AutoSchedule(Untuned):
         primitive.reset_stats()
         rules = self.rules(primitive, target)
         fused = relax_pipeline(inference_passes() + front_passes(primitive, target), target)(mod)
+        prescheduled = scheduled_names(fused)  # kernels a primitive writes ready-scheduled
         fused, kept = schedule_data_dependent(fused, rules, target)
         tasks, small = tunable_tasks(fused, target, self.min_task_share)
 
@@ -119,13 +120,14 @@ class AutoSchedule(Untuned):
         with database:
             executable = tvm.compile(fused, target=target,
                                      relax_pipeline=relax_pipeline(passes, target))
-        tuned_funcs = sorted(set(applied.names) - set(kept))
+        tuned_funcs = sorted(set(applied.names) - set(kept) - set(prescheduled))
         self.stats = {**record.stats, **primitive.stats, **tuning,
                       "tuning_database": str(db_dir),
                       "tuned_funcs": len(tuned_funcs),
                       "default_schedule_funcs": record.stats["scheduled_funcs"] - len(tuned_funcs),
                       "data_dependent_funcs": len(kept),
-                      "schedule_note": schedule_note(kept, tuning)}
+                      "prescheduled_funcs": len(prescheduled),
+                      "schedule_note": schedule_note(kept, prescheduled, tuning)}
         return executable
 
     def task_budget(self, n_tasks: int) -> int:
@@ -307,6 +309,12 @@ def task_flops(task: ms.ExtractedTask) -> float:
         return 0.0
 
 
+def scheduled_names(mod: tvm.IRModule) -> list[str]:
+    return [gv.name_hint for gv, f in mod.functions_items()
+            if isinstance(f, tirx.PrimFunc) and f.attrs is not None
+            and int(f.attrs.get(SCHEDULED, 0))]
+
+
 @tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduledNames")
 class RecordScheduledNames:
     """Identity pass noting which PrimFuncs carry a schedule at this point of the pipeline."""
@@ -315,18 +323,19 @@ class RecordScheduledNames:
         self.names: list[str] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.names = [gv.name_hint for gv, f in mod.functions_items()
-                      if isinstance(f, tirx.PrimFunc) and f.attrs is not None
-                      and int(f.attrs.get(SCHEDULED, 0))]
+        self.names = scheduled_names(mod)
         return mod
 
 
-def schedule_note(kept: list[str], tuning: dict) -> str:
+def schedule_note(kept: list[str], prescheduled: list[str], tuning: dict) -> str:
     """What the row says about functions that did not get a searched schedule."""
     notes = []
     if kept:
         notes.append(f"{len(kept)} function(s) with data-dependent (sparse) loops keep the "
                      "primitive's default schedule: MetaSchedule cannot search them")
+    if prescheduled:
+        notes.append(f"{len(prescheduled)} function(s) come scheduled from the primitive "
+                     "(hand-written sparse kernels) and keep that schedule")
     if tuning.get("small_tasks"):
         notes.append(f"{tuning['small_tasks']} task(s) under min_task_share of the FLOPs keep "
                      "the default schedule")
