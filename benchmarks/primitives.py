@@ -112,10 +112,13 @@ class Bench:
         self.session, self.measure, self.workdir, self.count = session, measure, workdir, 0
         self.target = LocalCPU().target
 
-    def run(self, mod, primitive, inputs: np.ndarray) -> tuple[dict, np.ndarray, dict, float]:
-        codegen = Untuned()
+    def run(self, mod, primitive, inputs: np.ndarray, codegen=None,
+            **build_kwargs) -> tuple[dict, np.ndarray, dict, float]:
+        """(latency stats, outputs, codegen.stats, build seconds); codegen: Untuned() unless
+        given (benchmarks/codegen.py passes AutoSchedule with its hardware=)."""
+        codegen = codegen if codegen is not None else Untuned()
         start = time.perf_counter()
-        executable = codegen.build(mod, primitive, self.target)
+        executable = codegen.build(mod, primitive, self.target, **build_kwargs)
         compile_s = time.perf_counter() - start
         self.count += 1
         lib = self.workdir / f"b{self.count}.so"

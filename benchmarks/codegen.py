@@ -1,0 +1,408 @@
+"""Untuned against auto-scheduled (MetaSchedule) code per primitive, next to PyTorch eager,
+torch.compile and ONNX Runtime, on this CPU in one run.
+
+    python benchmarks/codegen.py [--models resnet18,mobilenetv2] [--primitives direct,gemm,spatial_pack]
+                                 [--trials 64,200,1000] [--trials-per-task N] [--database-dir DIR]
+                                 [--int8] [--threads N] [--baseline-threads 2,1]
+                                 [--warmup 3] [--repeat 15]
+                                 [--min-repeat-ms 50] [--csv FILE]
+
+Models as DLAS builds them for the digits dataset (32x32 input, 10 classes; random weights with
+BN statistics randomised as in tests/codegen/test_models_compile.py, via benchmarks/models.py's
+`make`), eval, batch 1. Rows per model and precision:
+- ONNX Runtime (torch.onnx.export(dynamo=True), ORT_ENABLE_ALL), torch eager and
+  torch.compile (default mode; `build s` is its first call), each with every
+  --baseline-threads count (default: the CPUs, and 1: on a loaded 2-core VM a spinning
+  2-thread pool can lose to 1 thread); ORT is measured again at the end of the model's rows,
+  so drift of the shared machine shows;
+- per primitive (conf/primitive/<name>.yaml, dense): DLAS `untuned`, then `autoschedule` at
+  each --trials budget (total trials over the model's tasks; per task at most
+  --trials-per-task, default the budget itself). Each budget tunes into its own database,
+  <database-dir>/trials<N>/<target>/, so a row shows what that budget reaches, and a re-run
+  with the same folder tunes nothing (`tuning s` then is the fixed cost of the tuning
+  machinery only; `reused` in the note).
+- with --int8: the same for int8: DLAS's int8 compression (dlas.compression.int8, PT2E
+  post-training, symmetric per-channel weights / per-tensor activations, calibrated on 8
+  random N(0,1) batches) through each primitive, against ORT int8 static QDQ
+  (quant_pre_process, then quantize_static: per_channel, activations QUInt8, weights QInt8,
+  calibrated on the same random inputs). torch.compile has no int8 row.
+
+Latency: DLAS through the local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py
+measures), the others in this process, all timed the same way (--warmup calls, then --repeat
+repeats of >= --min-repeat-ms each): median ± standard deviation over the repeats, and CV.
+`x untuned`: the primitive's untuned median over the row's (above 1: faster); `x ORT`: ORT's
+fastest median (same precision, start of the model's rows) over the row's (>= 1: at or
+below ORT).
+`max|diff|`: max |output - PyTorch output| / max |PyTorch output| (int8: against the PT2E
+graph in PyTorch). A row that fails prints its error and the table goes on. The goals of
+DLAS issue 8 are checked at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["resnet18", "mobilenetv2"]
+PRIMITIVES = ["direct", "gemm", "spatial_pack"]
+SIZE = 32  # conf/dataset/digits.yaml image_size (10 classes)
+CALIBRATION = 8  # random batches for both int8 calibrations
+
+
+def names_arg(valid: list[str]):
+    def parse(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in names if t not in valid]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{', '.join(bad)}: not one of {', '.join(valid)}")
+        return names
+    return parse
+
+
+def trials_arg(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = [-1]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: comma-separated integers >= 1")
+    return values
+
+
+def parse_args() -> argparse.Namespace:
+    """Argument parsing only: `--help` must not pay for importing torch and TVM."""
+    primitives = sorted(p.stem for p in (ROOT / "conf" / "primitive").glob("*.yaml"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=names_arg(MODELS), default=MODELS,
+                        help=f"comma-separated (default: {','.join(MODELS)})")
+    parser.add_argument("--primitives", type=names_arg(primitives), default=PRIMITIVES,
+                        help=f"conf/primitive configs, comma-separated (default: {','.join(PRIMITIVES)})")
+    parser.add_argument("--trials", type=trials_arg, default=[64, 200, 1000],
+                        help="autoschedule budgets, total trials per model (default: 64,200,1000)")
+    parser.add_argument("--trials-per-task", type=int, default=None,
+                        help="at most this many trials for one task (default: the budget)")
+    parser.add_argument("--database-dir", default=str(ROOT / "outputs" / "benchmarks" / "tuning"),
+                        help="tuning databases, kept across runs (default: outputs/benchmarks/tuning)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also DLAS int8 compression vs ONNX Runtime int8 QDQ")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for DLAS (TVM's pool; default: the CPUs this process may use)")
+    parser.add_argument("--baseline-threads", type=trials_arg,
+                        default=sorted({len(os.sched_getaffinity(0)), 1}, reverse=True),
+                        help="thread counts for the PyTorch and ONNX Runtime rows, comma-separated "
+                             "(default: the CPUs this process may use, and 1)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--min-repeat-ms", type=float, default=50)
+    parser.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    return parser.parse_args()
+
+
+# -- baselines (this process) ------------------------------------------------------------------
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(net, x, path: Path) -> None:
+    import torch
+
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # its progress lines
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"])
+
+
+def quantize_onnx(fp32: Path, out: Path, samples) -> None:
+    """ORT int8 as ../shared/research/perf.md measured it: static QDQ, per-channel weights."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": s} for s in samples])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+COLUMNS = ["model", "precision", "method", "trials", "median_ms", "std_ms", "cv", "x_untuned",
+           "x_ort", "tuning_s", "build_s", "rel_diff", "note"]
+HEADER = (f"{'model':11s} {'prec':4s} {'method':34s} {'trials':>6s} {'latency ms':>17s} "
+          f"{'cv':>5s} {'x untuned':>9s} {'x ORT':>6s} {'tuning s':>8s} {'build s':>7s} "
+          f"{'max|diff|':>9s}  note")
+
+
+def _num(value, width: int, spec: str) -> str:
+    return f"{value:{width}{spec}}" if isinstance(value, int | float) else f"{'-':>{width}s}"
+
+
+def row_text(r: dict) -> str:
+    head = f"{r['model']:11s} {r['precision']:4s} {r['method']:34s} {_num(r.get('trials'), 6, 'd')}"
+    if "error" in r:
+        return f"{head} FAILED {r['error']}"
+    return (f"{head} {r['median_ms']:8.3f} ± {r['std_ms']:6.3f} {r['cv']:5.2f} "
+            f"{_num(r.get('x_untuned'), 8, '.2f')}{'x' if r.get('x_untuned') else ' '} "
+            f"{_num(r.get('x_ort'), 5, '.2f')}{'x' if r.get('x_ort') else ' '} "
+            f"{_num(r.get('tuning_s'), 8, '.1f')} {_num(r.get('build_s'), 7, '.1f')} "
+            f"{_num(r.get('rel_diff'), 9, '.1e')}  {r.get('note', '')}")
+
+
+class Table:
+    def __init__(self, csv_path: str | None):
+        self.rows: list[dict] = []
+        self.csv_path = csv_path
+
+    def add(self, row: dict) -> dict:
+        self.rows.append(row)
+        print(row_text(row), flush=True)
+        if self.csv_path:
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, COLUMNS + ["error"], extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self.rows)
+        return row
+
+
+def lat_fields(lat: dict) -> dict:
+    return {"median_ms": lat["latency_ms_median"], "std_ms": lat["latency_ms_std"],
+            "cv": lat["latency_cv"]}
+
+
+def one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
+
+
+# -- one model, one precision --------------------------------------------------------------------
+
+def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> None:
+    """Baselines, then every primitive untuned and at every budget."""
+    import numpy as np
+    import torch
+    from conv_reference import make_primitive, primitive_configs
+    from primitives import torch_latency
+
+    from dlas.codegen import AutoSchedule, import_model
+
+    args, bench, hardware, tmp = ctx.args, ctx.bench, ctx.hardware, ctx.tmp
+    timing = (args.warmup, args.repeat, args.min_repeat_ms)
+    base = {"model": model, "precision": precision}
+    with torch.no_grad():
+        ref = net(x).double().numpy()
+
+    def rel(out) -> float:
+        return float(np.abs(out.reshape(ref.shape) - ref).max() / np.abs(ref).max())
+
+    def baseline(method: str, make_fn, x_ort=True) -> float | None:
+        try:
+            start = time.perf_counter()
+            fn = make_fn()
+            with torch.no_grad():
+                out = fn()  # first call: torch.compile compiles here
+            out = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+            build_s = time.perf_counter() - start
+            lat = torch_latency(fn, *timing)
+        except Exception as err:  # noqa: BLE001 -- one failed row must not end the table
+            table.add({**base, "method": method, "error": one_line(err)})
+            return None
+        row = table.add({**base, "method": method, **lat_fields(lat), "build_s": build_s,
+                         "rel_diff": rel(out),
+                         "x_ort": ctx.ort_ms / lat["latency_ms_median"]
+                         if x_ort and ctx.ort_ms else None})
+        return row["median_ms"]
+
+    # ONNX Runtime first: it is the bar the other rows are compared with
+    samples = [torch.randn(1, 3, SIZE, SIZE).numpy() for _ in range(CALIBRATION)]
+    onnx_path = tmp / f"{model}-{precision}.onnx"
+
+    def ort_fn(threads: int):
+        fp32 = tmp / f"{model}-fp32.onnx"
+        if not fp32.exists():
+            export_onnx(ctx.nets[model], x, fp32)
+        if precision == "int8":
+            quantize_onnx(fp32, onnx_path, samples)
+        session = ort_session(fp32 if precision == "fp32" else onnx_path, threads)
+        feed = {"x": x.numpy()}
+        return lambda: session.run(None, feed)[0]
+
+    # every baseline at each --baseline-threads count: on this shared VM a 2-thread pool that
+    # spin-waits can lose badly to 1 thread under load; x ORT is against ORT's fastest row
+    ctx.ort_ms = None
+    ort_method = "onnxruntime" + (" int8 QDQ" if precision == "int8" else "")
+    ort_times = [baseline(f"{ort_method} {t}thr", lambda t=t: ort_fn(t), x_ort=False)
+                 for t in args.baseline_threads]
+    ctx.ort_ms = min((t for t in ort_times if t), default=None)
+    for threads in args.baseline_threads:
+        torch.set_num_threads(threads)
+        if precision == "fp32":
+            baseline(f"torch eager {threads}thr", lambda: (lambda: net(x)))
+            baseline(f"torch.compile {threads}thr", lambda: (lambda c=torch.compile(net): c(x)))
+        else:
+            baseline(f"torch eager (PT2E int8) {threads}thr", lambda: (lambda: net(x)))
+    torch.set_num_threads(args.threads)
+
+    mod = import_model(net, x)
+    configs = primitive_configs()
+    for prim in args.primitives:
+        untuned_ms = None
+        for trials in [None, *args.trials]:
+            row = {**base, "method": f"dlas {prim} " + ("untuned" if trials is None
+                                                        else "autoschedule"), "trials": trials}
+            if trials is None:
+                codegen, kwargs = None, {}
+            else:
+                codegen = AutoSchedule(trials=trials,
+                                       trials_per_task=args.trials_per_task or trials,
+                                       database_dir=str(Path(args.database_dir) / f"trials{trials}"))
+                kwargs = {"hardware": hardware}
+            try:
+                lat, out, stats, build_s = bench.run(mod, make_primitive(configs[prim], "dense"),
+                                                     x.numpy(), codegen, **kwargs)
+            except Exception as err:  # noqa: BLE001
+                table.add({**row, "error": one_line(err)})
+                continue
+            med = lat["latency_ms_median"]
+            untuned_ms = med if trials is None else untuned_ms
+            note = ""
+            if trials is not None:
+                build_s -= stats["tuning_s"]
+                note = (f"{stats['tuned_tasks']} tuned/{stats['reused_tasks']} reused of "
+                        f"{stats['tasks']} tasks x{stats['task_budget']}, "
+                        f"{stats['tuning_trials']} trials ({stats['tuning_failed_trials']} failed)")
+                if stats.get("schedule_note"):
+                    note += "; " + stats["schedule_note"]
+            table.add({**row, **lat_fields(lat), "build_s": build_s,
+                       "tuning_s": stats.get("tuning_s"), "rel_diff": rel(out),
+                       "x_untuned": untuned_ms / med if untuned_ms else None,
+                       "x_ort": ctx.ort_ms / med if ctx.ort_ms else None, "note": note})
+    for threads in args.baseline_threads:  # again: the shared machine's drift shows here
+        baseline(f"{ort_method} {threads}thr (again)", lambda t=threads: ort_fn(t))
+
+
+def int8_net(net, x):
+    """DLAS's int8 compression step (post-training), calibrated on random inputs."""
+    import torch
+
+    from dlas.compression import StepContext
+    from dlas.compression.int8 import Int8Quantization
+
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, SIZE, SIZE, generator=gen), torch.zeros(8, dtype=torch.long))
+               for _ in range(CALIBRATION)]
+    context = StepContext(example=x, train_batches=lambda: iter(batches))
+    step = Int8Quantization(calibration_batches=CALIBRATION)
+    return step.finalize(step.apply(copy.deepcopy(net), context))
+
+
+# -- the goals of issue 8 ------------------------------------------------------------------------
+
+def goals(rows: list[dict]) -> None:
+    ok = [r for r in rows if "error" not in r]
+
+    def best(pred):
+        found = [r for r in ok if pred(r)]
+        return min(found, key=lambda r: r["median_ms"]) if found else None
+
+    print("\ngoals (DLAS issue 8):")
+    for model in dict.fromkeys(r["model"] for r in ok):
+        tuned = best(lambda r: r["model"] == model and r["precision"] == "fp32"
+                     and "autoschedule" in r["method"] and r["trials"] <= 200)
+        if tuned and tuned.get("x_untuned"):
+            print(f"  {model}: tuned (<= 200 trials) vs untuned, same primitive: "
+                  f"{tuned['x_untuned']:.2f}x ({tuned['method']}, {tuned['trials']} trials) "
+                  f"-> {'met' if tuned['x_untuned'] >= 2 else 'not met'} (goal >= 2x)")
+        for prec in ("fp32", "int8"):
+            dlas = best(lambda r: r["model"] == model and r["precision"] == prec
+                        and r["method"].startswith("dlas"))
+            ort = best(lambda r: r["model"] == model and r["precision"] == prec  # fastest,
+                       and r["method"].startswith("onnxruntime"))  # any thread count or time
+            if dlas and ort:
+                print(f"  {model}: best DLAS {prec} {dlas['median_ms']:.3f} ms ({dlas['method']}"
+                      f"{', ' + str(dlas['trials']) + ' trials' if dlas.get('trials') else ''})"
+                      f" vs ONNX Runtime {prec} {ort['median_ms']:.3f} ms -> "
+                      f"{'met' if dlas['median_ms'] <= ort['median_ms'] else 'not met'}"
+                      " (goal: at or below)")
+
+
+class Context:
+    pass
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests" / "primitives"),
+                    str(ROOT / "tests" / "codegen")]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore")  # torch.export / onnx / quantization chatter
+    import onnxruntime
+    import torch
+    import tvm
+    from models import make
+    from primitives import Bench
+
+    from dlas.hardware import LocalCPU
+    from dlas.hardware.measure import Measurement
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("dlas.codegen.autoschedule").setLevel(logging.INFO)  # tuning progress
+    torch.set_num_threads(args.threads)
+    hardware = LocalCPU(num_threads=args.threads)  # its own loopback tracker + RPC server
+    start = time.perf_counter()
+    print(f"torch {torch.__version__}, tvm {tvm.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}; DLAS {args.threads} threads, PyTorch/ORT "
+          f"{','.join(map(str, args.baseline_threads))}; target "
+          f"{hardware.target}; load average {os.getloadavg()[0]:.1f} on "
+          f"{len(os.sched_getaffinity(0))} CPUs; database {args.database_dir}")
+    print(f"latency: {args.warmup} warm-up calls, {args.repeat} repeats of >= "
+          f"{args.min_repeat_ms:g} ms, median ± std; x untuned / x ORT: their median over the "
+          "row's (above 1: the row is faster)")
+    table = Table(args.csv)
+    ctx = Context()
+    ctx.args, ctx.hardware, ctx.nets = args, hardware, {}
+    measure = Measurement(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
+    with tempfile.TemporaryDirectory(prefix="dlas-codegen-bench-") as tmp, \
+            hardware.session() as session:
+        ctx.tmp, ctx.bench = Path(tmp), Bench(session, measure, Path(tmp))
+        print(HEADER)
+        print("-" * len(HEADER), flush=True)
+        for model in args.models:
+            net, x = make(model, SIZE)
+            ctx.nets[model] = net
+            bench_precision(ctx, model, "fp32", net, x, table)
+            if args.int8:
+                try:
+                    q = int8_net(net, x)
+                except Exception as err:  # noqa: BLE001
+                    table.add({"model": model, "precision": "int8", "method": "dlas int8",
+                               "error": one_line(err)})
+                    continue
+                bench_precision(ctx, model, "int8", q, x, table)
+    goals(table.rows)
+    print(f"\nwall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
