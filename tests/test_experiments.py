@@ -81,5 +81,5 @@ def test_study_axes_resolve_to_the_claimed_distinct_points(composer):
 def test_command_line_replaces_an_axis(composer):
     params = OmegaConf.to_container(composer(["experiment=study_local"]).hydra.sweeper.params)
     jobs = sweep_jobs(params, ["model=resnet18", "codegen=untuned", "seed=1"])
-    assert len(jobs) == 72 // 4 and all("seed=1" in job for job in jobs)
+    assert len(jobs) == 48 // 4 and all("seed=1" in job for job in jobs)
     assert {j[0] for j in jobs} == {"model=resnet18"}  # the axis keeps its place
