@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
 
 from dlas.cli import CONF_DIR
+from dlas.sweep.progress import sweep_jobs
 from dlas.sweep.callbacks import sweep_total
 from dlas.sweep.task import run_point
 
@@ -47,6 +49,7 @@ def test_total_of_an_experiment_and_the_command_line():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("deploy", ["experiment=study_local"], return_hydra_config=True)
     cfg.hydra.overrides.task = ["experiment=study_local", "model=resnet18", "seed=1,2,3"]
-    assert sweep_total(cfg) == 96 // 2 * 3
+    study_jobs = len(sweep_jobs(OmegaConf.to_container(cfg.hydra.sweeper.params)))
+    assert sweep_total(cfg) == study_jobs // 2 * 3  # one of the two models, three seeds
     cfg.hydra.sweeper._target_ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     assert sweep_total(cfg) is None
