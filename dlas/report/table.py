@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlas.errors import DLASError
-from dlas.stages.keys import _NOT_DETERMINING
+from dlas.stages.keys import NOT_DETERMINING
 from dlas.store.results import LAYERS, ResultsStore
 
 FILTER_KEYS = LAYERS + ("status", "number_format")
@@ -105,7 +105,7 @@ def _show(value) -> str:
 
 def _variant_labels(rows: list[dict], layer: str) -> list[str]:
     """The layer's value, with the settings that differ between rows of the same value."""
-    skip = set(_NOT_DETERMINING.get(layer, ())) | {"name", "_target_", "format"}
+    skip = set(NOT_DETERMINING.get(layer, ())) | {"name", "_target_", "format"}
     flats = [{k: v for k, v in _flat((r["config"] or {}).get(layer) or {}).items()
               if k.split(".")[0] not in skip and not k.endswith("_target_")} for r in rows]
     varying: dict[str, set[str]] = {}

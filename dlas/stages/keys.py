@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.artifacts import config_key
 
-_NOT_DETERMINING = {
+NOT_DETERMINING = {
     # data_dir stays in: a generated or partial folder must not share a trained model with
     # the real data set. What only changes evaluation goes into the point key instead.
     "dataset": {"download", "verify", "num_workers", "eval_split", "eval_samples"},
@@ -25,7 +25,7 @@ _NOT_DETERMINING = {
 def determining(cfg: DictConfig, group: str) -> dict:
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     if isinstance(node, dict):
-        node = {k: v for k, v in node.items() if k not in _NOT_DETERMINING.get(group, ())}
+        node = {k: v for k, v in node.items() if k not in NOT_DETERMINING.get(group, ())}
     return node
 
 
