@@ -27,3 +27,12 @@ def digits():
     datamodule = DigitsDataModule(batch_size=32)
     datamodule.setup("fit")
     return datamodule
+
+
+@pytest.fixture
+def no_account(monkeypatch, tmp_path):
+    """A machine with no W&B account: no key, no mode, an empty home and netrc."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))

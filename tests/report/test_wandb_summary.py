@@ -5,14 +5,6 @@ from dlas.report import build, load
 from dlas.report.wandb_summary import group_of, layer_config, log_summary
 
 
-@pytest.fixture
-def no_account(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
-
-
 @pytest.fixture(scope="module")
 def report(grid, tmp_path_factory):
     df, info = load(grid, where="hardware=local,codegen=untuned")

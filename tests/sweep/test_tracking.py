@@ -5,14 +5,6 @@ from dlas.errors import DLASError
 from dlas.sweep.tracking import Tracker, resolve_mode
 
 
-@pytest.fixture
-def no_account(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
-
-
 def test_auto_is_offline_without_credentials(no_account, monkeypatch, tmp_path):
     assert resolve_mode("auto") == "offline"
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password k\n")
