@@ -1,6 +1,8 @@
 """Building objects from config nodes, with errors that name the layer and the bad value."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -31,3 +33,13 @@ def build(cfg: DictConfig, group: str, **kwargs):
 
 def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
+
+
+def plain(value):
+    """Nested mappings/sequences (OmegaConf containers from instantiate, TVM's Map/Array) as
+    dicts/lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value

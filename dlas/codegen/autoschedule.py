@@ -18,30 +18,27 @@ with at least the budget asked now is not tuned again: a re-run recomputes nothi
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import tvm
-import tvm_ffi
 from tvm import relax, s_tir, tirx
-from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
                                    front_passes, inference_passes, relax_pipeline)
+from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, best_secs, build_candidate,
+                                 exporter, measure_defaults, quiet_metaschedule, target_digest)
 from dlas.codegen.untuned import Untuned
+from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import Primitive
 from dlas.primitives.schedule_utils import extent, root_blocks
 
 log = logging.getLogger(__name__)
-LEDGER = "dlas_budget.json"
 SCHEDULED = "tirx.is_scheduled"
 
 
@@ -167,7 +164,8 @@ class AutoSchedule(Untuned):
             todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
             num_threads=getattr(hardware, "num_threads", None) or "physical")
         progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
-        with rpc_tracker(hardware) as (host, port), quiet_metaschedule(), ms.Profiler() as prof:
+        hardware.check()  # a board that is not registered fails here, not in every trial
+        with hardware.tracker() as (host, port, _), quiet_metaschedule(), ms.Profiler() as prof:
             runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
                                                tracker_key=hardware.key,
@@ -211,52 +209,7 @@ def tuning_target(target: tvm.target.Target, hardware) -> tvm.target.Target:
                         "(e.g. {kind: llvm, ..., num-cores: 4})")
     config = {k: v for k, v in target.export().items() if k not in ("host", "keys", "tag")}
     host = target.host
-    return tvm.target.Target({**_plain(config), "num-cores": int(cores)}, host)
-
-
-def _plain(value):
-    if isinstance(value, dict | tvm_ffi.Map):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | tvm_ffi.Array):
-        return [_plain(v) for v in value]
-    return value
-
-
-def target_digest(target: tvm.target.Target) -> str:
-    """A directory name for a target: its kind and a hash of its full description."""
-    text = json.dumps(_plain(target.export()), sort_keys=True, default=str) + tvm.__version__
-    return f"{target.kind.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-
-
-def task_hash(task: ms.ExtractedTask) -> str:
-    return str(tvm_ffi.structural_hash(task.dispatched[0]))
-
-
-class Ledger:
-    """task hash -> the largest per-task budget it has been tuned with, in a JSON file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.entries = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def budget(self, task: ms.ExtractedTask) -> int:
-        return int(self.entries.get(task_hash(task), {}).get("budget", 0))
-
-    def lacking(self, tasks: list[ms.ExtractedTask], budget: int) -> list[ms.ExtractedTask]:
-        """The tasks not yet tuned with at least `budget` trials each."""
-        return [t for t in tasks if budget and self.budget(t) < budget]
-
-    def update(self, tasks: list[ms.ExtractedTask], budget: int) -> None:
-        for task in tasks:
-            key = task_hash(task)
-            old = self.entries.get(key, {}).get("budget", 0)
-            self.entries[key] = {"task": task.task_name, "budget": max(old, budget)}
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+    return tvm.target.Target({**plain(config), "num-cores": int(cores)}, host)
 
 
 # -- which functions MetaSchedule gets -------------------------------------------------------
@@ -342,148 +295,3 @@ def schedule_note(kept: list[str], prescheduled: list[str], tuning: dict) -> str
     if tuning.get("task_budget", 0) == 0 and tuning.get("tasks"):
         notes.append("trials=0: nothing tuned, database schedules only")
     return "; ".join(notes)
-
-
-# -- tuning runs -----------------------------------------------------------------------------
-
-def default_schedule(func: tirx.PrimFunc, rules: list, target: tvm.target.Target):
-    """The schedule the untuned build gives `func` (the first rule that applies), or None."""
-    for rule in rules:
-        space = rule.apply(func, target, False)
-        if space is not None:
-            return space if isinstance(space, s_tir.Schedule) else space[0]
-    return None
-
-
-def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder, runner,
-                     database, device: str = "cpu") -> dict[ms.ExtractedTask, float]:
-    """Build and time each task's default schedule with the tuning builder and runner and
-    commit it to the database as a tuning record; task -> its mean seconds."""
-    scheduled = []
-    for task in tasks:
-        with target:
-            sch = default_schedule(task.dispatched[0]["main"], rules, target)
-        if sch is not None:
-            scheduled.append((task, sch))
-        else:
-            log.debug("tuning: no default schedule for %s", task.task_name)
-    if not scheduled:
-        return {}
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in scheduled])
-    inputs, kept = [], []
-    for (task, sch), result in zip(scheduled, built):
-        if result.error_msg is not None:
-            log.debug("tuning: default schedule of %s did not build: %s", task.task_name,
-                      result.error_msg[:300])
-        else:
-            args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-            inputs.append(ms.runner.RunnerInput(result.artifact_path, device, args))
-            kept.append((task, sch, args))
-    measured = {}
-    for (task, sch, args), future in zip(kept, runner.run(inputs)):
-        result = future.result()
-        if result.error_msg is not None or not result.run_secs:
-            log.debug("tuning: default schedule of %s did not run: %s", task.task_name,
-                      (result.error_msg or "")[-600:])
-            continue
-        secs = [float(t) for t in result.run_secs]
-        workload = database.commit_workload(task.dispatched[0])
-        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs,
-                                                               target, args))
-        measured[task] = sum(secs) / len(secs)
-    log.info("tuning: default schedules of %d/%d tasks measured as candidates",
-             len(measured), len(tasks))
-    return measured
-
-
-def best_secs(database, task: ms.ExtractedTask, target) -> float:
-    """Mean seconds of the task's best record in the database (inf if none)."""
-    if not database.has_workload(task.dispatched[0]):
-        return math.inf
-    top = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
-    if not top or not top[0].run_secs:
-        return math.inf
-    return sum(float(t) for t in top[0].run_secs) / len(top[0].run_secs)
-
-
-@contextmanager
-def rpc_tracker(hardware):
-    """(host, port) of a tracker with a server under hardware.key: the board's tracker, or a
-    private loopback tracker + server for this CPU, stopped afterwards."""
-    from dlas.hardware.local_rpc import LocalRPC
-
-    if not hardware.is_local:
-        hardware.check()
-        yield hardware.tracker_host, hardware.tracker_port
-        return
-    local = LocalRPC(hardware.key, hardware.startup_timeout_s,
-                     getattr(hardware, "num_threads", None)).start()
-    try:
-        yield local.host, local.port
-    finally:
-        local.stop()
-
-
-def build_candidate(mod, target, _params):
-    """The builder's build function: TVM's default without importing every tensor intrinsic
-    (`tvm.s_tir.tensor_intrin` takes 33 s to import here, in each fresh builder process;
-    DLAS's search spaces do not tensorize)."""
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
-
-
-def exporter(cc: str | None):
-    """The builder's export function: a shared library, cross-compiled when `cc` is set.
-    A closure, so the builder's worker processes get it by value (no dlas import there)."""
-
-    def export(mod) -> str:
-        import os as _os
-        import tempfile as _tempfile
-
-        from tvm.support import cc as _cc
-
-        path = _os.path.join(_tempfile.mkdtemp(), "tuning_candidate.so")
-        mod.export_library(path, fcompile=_cc.cross_compiler(cc) if cc else None)
-        return path
-
-    return export
-
-
-@contextmanager
-def quiet_metaschedule():
-    """MetaSchedule logs every round's task table at INFO; DLAS prints its own progress."""
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@derived_object
-class TuningProgress(ms.measure_callback.PyMeasureCallback):
-    """After each measured batch: trials done of the budget, the task, its best time so far."""
-
-    def __init__(self, task_names: list[str], total: int):
-        self.task_names, self.total = task_names, total
-        self.trials = self.failed = 0
-        self.best: dict[int, float] = {}
-        self.start = time.perf_counter()
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
-              runner_results) -> None:
-        self.trials += len(measure_candidates)
-        for built, ran in zip(builder_results, runner_results):
-            if built.error_msg is not None or ran.error_msg is not None or not ran.run_secs:
-                self.failed += 1
-                continue
-            secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
-            self.best[task_id] = min(self.best.get(task_id, math.inf), secs)
-        best = self.best.get(task_id)
-        log.info("tuning: %d/%d trials | task %d/%d %s best %s | %d failed | %.0f s",
-                 self.trials, self.total, task_id + 1, len(self.task_names),
-                 self.task_names[task_id], f"{best * 1e3:.4f} ms" if best else "-",
-                 self.failed, time.perf_counter() - self.start)

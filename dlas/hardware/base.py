@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import tvm
 from tvm.support import cc as tvm_cc
 
+from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.hardware.local_rpc import LocalRPC, terminate_on_sigterm
 from dlas.hardware.session import RemoteSession
@@ -29,20 +30,11 @@ RUNTIME_DEVICES = {"llvm": "cpu", "c": "cpu", "cuda": "cuda", "opencl": "opencl"
 CPU_KINDS = ("llvm", "c")
 
 
-def _plain(value):
-    """Nested mappings/sequences (e.g. OmegaConf containers from instantiate) as dicts/lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(v) for v in value]
-    return value
-
-
 def make_target(spec, what: str = "hardware.target") -> tvm.target.Target:
     """A tvm Target from the dict form ({kind: llvm, mcpu: ...}), a bare kind, or a Target."""
     if isinstance(spec, tvm.target.Target):
         return spec
-    spec = _plain(spec)
+    spec = plain(spec)
     kinds = sorted(tvm.target.Target.list_kinds())
     valid = ("a dict with 'kind' and its options, e.g. {kind: llvm, mtriple: aarch64-linux-gnu, "
              f"mattr: [+neon]}}; kinds: {', '.join(kinds)}")
@@ -148,27 +140,30 @@ class Hardware:
         return path
 
     @contextmanager
+    def tracker(self) -> Iterator[tuple[str, int, LocalRPC | None]]:
+        """(host, port, local) of a tracker with a server under the key: the configured one
+        (local None), or a private loopback tracker + server started now and always stopped."""
+        if not self.is_local:
+            yield self.tracker_host, self.tracker_port, None
+            return
+        local = LocalRPC(self.key, self.startup_timeout_s,
+                         getattr(self, "num_threads", None)).start()
+        try:
+            yield local.host, local.port, local
+        finally:
+            local.stop()
+
+    @contextmanager
     def session(self) -> Iterator[RemoteSession]:
         """A connected RPC session; local tracker/server (if ours) are always torn down."""
-        local = None
-        with terminate_on_sigterm():
+        with terminate_on_sigterm(), self.tracker() as (host, port, local):
+            sess = RemoteSession(self.key, host, port, connect_timeout_s=self.connect_timeout_s,
+                                 session_timeout_s=self.session_timeout_s,
+                                 request_timeout_s=self.request_timeout_s, local=local)
             try:
-                if self.is_local:
-                    local = LocalRPC(self.key, self.startup_timeout_s,
-                                     getattr(self, "num_threads", None)).start()
-                    host, port = local.host, local.port
-                else:
-                    host, port = self.tracker_host, self.tracker_port
-                sess = RemoteSession(self.key, host, port, connect_timeout_s=self.connect_timeout_s,
-                                     session_timeout_s=self.session_timeout_s,
-                                     request_timeout_s=self.request_timeout_s, local=local)
-                try:
-                    yield sess
-                finally:
-                    sess.abandon()  # also ends a call still in flight (e.g. after Ctrl-C)
+                yield sess
             finally:
-                if local is not None:
-                    local.stop()
+                sess.abandon()  # also ends a call still in flight (e.g. after Ctrl-C)
 
     def check(self) -> dict:
         """Before a sweep: is a server registered under the key, and is the cross compiler
@@ -186,13 +181,13 @@ class Hardware:
 
 def _pick(targets: Mapping, device: str, target, host) -> tuple:
     """(target, host) of `device` from a board's per-device targets."""
-    targets = _plain(targets)
+    targets = plain(targets)
     if not isinstance(targets, dict) or device not in targets:
         raise DLASError("hardware.device", device,
                         sorted(targets) if isinstance(targets, dict) else None,
                         layer="hardware", reason="this hardware has no target for it")
     if target is not None:
-        raise DLASError("hardware.target", _plain(target), layer="hardware",
+        raise DLASError("hardware.target", plain(target), layer="hardware",
                         valid="either target or targets (one per device), not both")
     if host is None and device != "cpu":
         host = targets.get("cpu")  # a board's GPU code is launched by its own CPU
@@ -235,7 +230,7 @@ class LocalCUDA(LocalCPU):
 
     def __init__(self, name: str = "local_cuda", device: str = "gpu", key: str = "local_cuda",
                  target=None, host=None, **kwargs):
-        target = dict(_plain(target) if target is not None else {"kind": "cuda"})
+        target = dict(plain(target) if target is not None else {"kind": "cuda"})
         if target.get("kind") == "cuda" and not target.get("arch"):
             target["arch"] = cuda_arch() or DEFAULT_CUDA_ARCH
         super().__init__(name, device, key, target,
