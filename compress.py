@@ -3,11 +3,10 @@ from dlas.cli import entry
 
 
 def run(cfg, sweep=None):
-    from dlas.config import build
     from dlas.stages.compress import compressed_model
 
-    datamodule = build(cfg, "dataset")
-    _, m = compressed_model(cfg, datamodule, force=cfg.force)
+    datamodule, force = check(cfg, sweep)
+    _, m = compressed_model(cfg, datamodule, force=force)
     print(f"compressed {cfg.model.name} with {cfg.compression.name}: "
           f"acc {m['accuracy_trained']:.4f} -> {m['accuracy_compressed']:.4f}, "
           f"sparsity {m['weight_sparsity']:.3f}, {m['size_bytes'] / 2**20:.2f} MiB, "
@@ -15,7 +14,18 @@ def run(cfg, sweep=None):
     return m
 
 
-main = entry("compress", run)
+def check(cfg, sweep=None):
+    from dlas.config import build, check_settings
+    from dlas.stages.force import Force
+
+    force = Force.of(cfg.force, "compress", sweep)
+    check_settings(cfg)
+    build(cfg, "model", weights=None)
+    build(cfg, "compression")
+    return build(cfg, "dataset"), force
+
+
+main = entry("compress", run, check)
 
 if __name__ == "__main__":
     main()

@@ -3,17 +3,26 @@ from dlas.cli import entry
 
 
 def run(cfg, sweep=None):
-    from dlas.config import build
     from dlas.stages.train import trained_model
 
-    datamodule = build(cfg, "dataset")
-    _, metrics = trained_model(cfg, datamodule, force=cfg.force)
+    datamodule, force = check(cfg, sweep)
+    _, metrics = trained_model(cfg, datamodule, force=force)
     print(f"trained {cfg.model.name} on {cfg.dataset.name}: val acc {metrics['val_acc']:.4f}"
           f"{' (reused)' if metrics['train_reused'] else ''}", flush=True)
     return metrics
 
 
-main = entry("train", run)
+def check(cfg, sweep=None):
+    from dlas.config import build, check_settings
+    from dlas.stages.force import Force
+
+    force = Force.of(cfg.force, "train", sweep)
+    check_settings(cfg)
+    build(cfg, "model", weights=None)
+    return build(cfg, "dataset"), force
+
+
+main = entry("train", run, check)
 
 if __name__ == "__main__":
     main()

@@ -14,12 +14,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlas.errors import DLASError
+from dlas.errors import ConfigError, DLASError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
 # `${dlas_root:}` in configs: outputs default to the project folder, wherever it is run from
 OmegaConf.register_new_resolver("dlas_root", lambda: str(ROOT), replace=True)
+# config name -> what a sweep checks of each point before the first one runs (CheckPoints)
+CHECKS: dict[str, Callable[[DictConfig], object]] = {}
+INTERRUPTED = ("interrupted: finished points are kept in the results store; run the same "
+               "command again to resume")
 
 
 def fail(message: str, code: int = 2):
@@ -65,14 +69,26 @@ def _hydra_message(exc: Exception) -> str:
     return first
 
 
-def entry(config_name: str, job: Callable[[DictConfig, str | None], object]) -> Callable[[], None]:
-    """A `main()` for an entry point running `job(cfg, sweep)` under Hydra.
+def _path_message(exc: OSError) -> str:
+    path = exc.filename or "?"
+    return (f"{path}: {exc.strerror or exc}: outputs go under paths.root (or DLAS_OUTPUTS); "
+            "set it to a folder that can be created and written")
+
+
+def entry(config_name: str, job: Callable[[DictConfig, str | None], object],
+          check: Callable[[DictConfig], object] | None = None) -> Callable[[], None]:
+    """A `main()` for an entry point running `job(cfg, sweep)` under Hydra; `check(cfg)` is
+    what a multirun checks of every point before the first one runs.
 
     In a single run a failed point prints one line and exits 1; in a multirun the job records
     it and the sweep goes on (the SweepSummary callback sets the exit code at the end). Config
-    errors (unknown option, bad override) print one line and exit 2; never a traceback.
+    errors (unknown option, bad override or value, unreadable config file, unusable outputs
+    path) print one line and exit 2, Ctrl-C one line and exit 130; never a traceback.
     """
     from dlas.sweep.task import PointFailed
+
+    if check is not None:
+        CHECKS[config_name] = check
 
     @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig):
@@ -82,15 +98,32 @@ def entry(config_name: str, job: Callable[[DictConfig, str | None], object]) -> 
             return job(cfg, hc.sweep.dir if multirun else None)
         except PointFailed as exc:
             fail(str(exc), 1)
-        except DLASError as exc:  # raised outside a point (e.g. while setting up)
-            fail(str(exc), 1)
+        except DLASError as exc:  # a bad setting, or an error outside a point
+            fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
 
     def main():
+        import yaml
+
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let config errors reach us instead of Hydra's printout
         check_group_overrides(sys.argv[1:])
         try:
             _main()
+        except KeyboardInterrupt:
+            fail(INTERRUPTED, 130)
         except (HydraException, OmegaConfBaseException) as exc:
             fail(_hydra_message(exc))
+        except yaml.YAMLError as exc:  # a config file (e.g. conf/local/default.yaml) that is not YAML
+            fail(_yaml_message(exc))
+        except DLASError as exc:  # from a sweep's check of its points, before any runs
+            fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+        except OSError as exc:  # Hydra creating the run folder under paths.root
+            fail(_path_message(exc))
 
     return main
+
+
+def _yaml_message(exc) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: not valid YAML ({problem})"

@@ -8,12 +8,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlas.errors import DLASError
+from dlas.errors import ConfigError, DLASError, Unsupported
 
 
 def build(cfg: DictConfig, group: str, **kwargs):
-    """`instantiate(cfg[group])`, re-raising a constructor's DLASError (or a config error) as
-    a DLASError of layer `group` instead of Hydra's wrapped exception."""
+    """`instantiate(cfg[group])`, re-raising what a constructor refuses (a DLASError, or any
+    error while building) as a ConfigError of layer `group` instead of Hydra's wrapped
+    exception; an Unsupported combination stays Unsupported."""
     node = cfg[group]
     try:
         return instantiate(node, **kwargs)
@@ -23,12 +24,29 @@ def build(cfg: DictConfig, group: str, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, DLASError):
             cause.layer = cause.layer or group
-            raise cause from None
+            if isinstance(cause, ConfigError | Unsupported):
+                raise cause from None
+            raise ConfigError(cause.what, cause.value, cause.valid, reason=cause.reason,
+                              layer=cause.layer) from None
         detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        raise DLASError(group, node.get("name", node.get("_target_")) if isinstance(node, DictConfig)
-                        else node, reason=_one_line(detail), layer=group) from exc
+        raise ConfigError(group, node.get("name", node.get("_target_"))
+                          if isinstance(node, DictConfig) else node,
+                          reason=_one_line(detail), layer=group) from exc
     except OmegaConfBaseException as exc:
-        raise DLASError(group, reason=_one_line(str(exc)), layer=group) from exc
+        raise ConfigError(group, reason=_one_line(str(exc)), layer=group) from exc
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The run settings outside the layer objects, checked before any work (ConfigError)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", seed, "an integer >= 0")
+    if cfg.get("trainer") is not None:
+        epochs = cfg.trainer.get("max_epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError("trainer.max_epochs", epochs, "an integer >= 1", layer="model",
+                              reason="DLAS budgets training in epochs, so that one config "
+                              "trains one model")
 
 
 def _one_line(text: str) -> str:

@@ -42,6 +42,11 @@ class Unsupported(DLASError):
     """
 
 
+class ConfigError(DLASError):
+    """A bad setting, found before any work: said in one line (exit 2), never a results row,
+    since the point it would describe is not a point of the stack."""
+
+
 class in_layer:
     """Attribute any exception raised inside the block to a stack layer (unless it has one).
 

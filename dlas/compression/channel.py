@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
+from contextlib import contextmanager
 from numbers import Integral
 
 import torch
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from dlas.compression.unstructured import check_ratio
-from dlas.errors import DLASError
+from dlas.errors import ConfigError, DLASError
 
 IMPORTANCE = {"l1": 1, "l2": 2}  # name -> norm order of MagnitudeImportance
 ROOTS = (nn.Conv2d, nn.Linear)  # layers whose output channels are pruned (the groups' roots)
@@ -49,10 +50,11 @@ def match_layers(model: nn.Module, patterns: Iterable[str]) -> list[nn.Module]:
         hits = [m for name, m in named.items() if name and fnmatch.fnmatchcase(name, pattern)]
         if not hits:
             top = [name for name, _ in model.named_children()][:4]
-            raise DLASError("compression ignored_layers", pattern,
-                            f"module names or fnmatch globs of this model, e.g. {', '.join(top)}, "
-                            f"{top[0]}.*" if top else "module names or fnmatch globs",
-                            reason="matches no module", layer="compression")
+            raise ConfigError("compression ignored_layers", pattern,
+                              f"module names or fnmatch globs of this model, e.g. "
+                              f"{', '.join(top)}, {top[0]}.*" if top
+                              else "module names or fnmatch globs",
+                              reason="matches no module", layer="compression")
         found += hits
     return found
 
@@ -99,6 +101,21 @@ class ChannelPruning:
         if example is None:
             raise DLASError("channel pruning", reason="needs an example input (context.example) "
                             "to trace the model", layer="compression")
+        with self._pruner(model, example) as pruner:
+            pruner.step()
+        return model
+
+    def check(self, model: nn.Module, example: torch.Tensor) -> None:
+        """Refuse settings this architecture cannot take (a layer left without channels, an
+        ignored layer that does not exist) on an untrained copy, before any training."""
+        if self.ratio:
+            with self._pruner(model, example):
+                pass
+
+    @contextmanager
+    def _pruner(self, model: nn.Module, example: torch.Tensor):
+        """torch-pruning's MetaPruner over `model`, its settings checked; the model is in eval
+        mode inside the block."""
         ignored = match_layers(model, self.ignored_layers)  # bad names fail before any work
         param = next(model.parameters(), None)
         if param is not None:
@@ -112,10 +129,9 @@ class ChannelPruning:
                     model, example, importance=importance, pruning_ratio=self.ratio,
                     ignored_layers=[classifier(model, example), *ignored], round_to=self.round_to)
             self._refuse_empty_layers(pruner)
-            pruner.step()
+            yield pruner
         finally:
             model.train(was_training)
-        return model
 
     def kept(self, channels: int, groups: int = 1) -> int:
         """Channels a layer keeps, computed as MetaPruner does (per channel group, rounded down)."""
@@ -148,11 +164,11 @@ class ChannelPruning:
                    for dep, _ in group):
                 continue  # coupled with an ignored layer: MetaPruner leaves the group alone
             name = graph._module2name.get(module, type(module).__name__)
-            raise DLASError("compression.ratio", self.ratio,
-                            "a smaller ratio or round_to" if self.round_to else "a smaller ratio",
-                            reason=f"layer {name} ({channels} channels) would keep 0 channels"
-                            + (f" with round_to={self.round_to}" if self.round_to else ""),
-                            layer="compression")
+            raise ConfigError("compression.ratio", self.ratio,
+                              "a smaller ratio or round_to" if self.round_to else "a smaller ratio",
+                              reason=f"layer {name} ({channels} channels) would keep 0 channels"
+                              + (f" with round_to={self.round_to}" if self.round_to else ""),
+                              layer="compression")
 
     def finalize(self, model: nn.Module) -> nn.Module:
         """Nothing to remove: the pruned layers are plain torch modules with smaller shapes."""

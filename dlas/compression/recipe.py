@@ -7,6 +7,8 @@ A step is any object with
     apply(model, context) -> model the transformed model (fine-tuning happens next)
     finalize(model) -> model       the model as exported (masks removed, int8 converted...)
 optionally
+    check(model, example)          refuse settings the architecture cannot take, on an
+                                   untrained model (runs before training)
     quantizes:                     True when the step changes the number format only (int8,
                                    fp16): parameters and MACs are then counted on the model
                                    before it, bytes on the model after it
@@ -114,6 +116,12 @@ class Compression:
             if not getattr(step, "quantizes", False):
                 structure = model
         return model, structure, log
+
+    def check(self, model: nn.Module, example: torch.Tensor) -> None:
+        """Each step's check of its settings against the architecture (an untrained `model`)."""
+        for step in self.steps:
+            if hasattr(step, "check"):
+                step.check(model, example)
 
     def __repr__(self) -> str:
         return f"Compression(name={self.name!r}, steps={[s.name for s in self.steps]})"

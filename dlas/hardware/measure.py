@@ -60,15 +60,21 @@ class Measurement:
         if inputs.ndim < 2 or len(inputs) == 0:
             raise DLASError("measure inputs shape", inputs.shape, "[N, C, H, W] with N >= 1",
                             layer="hardware")
+        retried: list[str] = []  # the row says why a measurement needed a fresh session
         for attempt in range(self.retries + 1):
             try:
-                return self._run_once(session, lib_path, inputs, device)
+                result = self._run_once(session, lib_path, inputs, device)
+                result.latency.update(measure_retries=len(retried), measure_retry_reasons=retried)
+                return result
             except RETRYABLE as err:
                 if hasattr(session, "abandon"):
                     session.abandon()  # before the failed attempt's remote handles are freed
                 if attempt == self.retries or not hasattr(session, "reconnect"):
                     raise
-                log.warning("%s; retrying on a fresh session", err)
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                retried.append(reason)
+                log.warning("measurement attempt %d failed (%s); retrying on a fresh session",
+                            attempt + 1, reason)
                 session.reconnect()
         raise AssertionError("unreachable")
 

@@ -62,16 +62,16 @@ def _checked(where: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def select_sweep(store: ResultsStore, sweep: str | None) -> tuple[list[dict], str | None]:
-    """The rows of one sweep (a sweep folder, its name, or `latest`), or all rows for None."""
-    rows = store.rows()
+    """The rows of one sweep (a sweep folder, its name, or `latest`), or all rows for None.
+    A sweep's rows include the points it reused from earlier sweeps."""
     if sweep is None or sweep == "" or sweep == "all":
-        return rows, None
-    sweeps = {r["sweep"] for r in rows if r["sweep"]}
+        return store.rows(), None
+    sweeps = store.sweeps()
     if sweep == "latest":
         if not sweeps:
             raise DLASError("report.sweep", sweep, "null (all rows)",
                             reason="the store has no sweep (multirun) rows")
-        chosen = max(sweeps, key=lambda s: max(r["finished"] or 0 for r in rows if r["sweep"] == s))
+        chosen = max(sweeps, key=sweeps.get)
     else:
         matches = [s for s in sweeps if s == sweep or Path(s).name == Path(sweep).name]
         if not matches:
@@ -79,7 +79,7 @@ def select_sweep(store: ResultsStore, sweep: str | None) -> tuple[list[dict], st
                             ["latest"] + sorted(Path(s).name for s in sweeps) or ["null"],
                             reason="no rows of this sweep")
         chosen = matches[0]
-    return [r for r in rows if r["sweep"] == chosen], chosen
+    return store.rows(sweep=chosen), chosen
 
 
 def _flat(node, prefix: str = "") -> dict:

@@ -12,53 +12,64 @@ from dlas.compression import StepContext, model_metrics, stored_bytes
 from dlas.compression.storage import load_model, save_model
 from dlas.config import build
 from dlas.errors import in_layer
+from dlas.stages.force import NONE, Force
 from dlas.stages.keys import compress_key
+from dlas.stages.produce import produce
 from dlas.stages.train import trained_model
-from dlas.store.artifacts import ArtifactStore
+from dlas.store.artifacts import read_json
 from dlas.training import evaluate, fit
 
 log = logging.getLogger(__name__)
 
 
-def compressed_model(cfg: DictConfig, datamodule, *, force: bool = False):
+def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
     """The compressed net (eval mode) and its metrics, from the store or computed now."""
-    store = ArtifactStore(cfg.paths.artifacts)
     key = compress_key(cfg)
-    out = store.path("compressed", key)
     compression = build(cfg, "compression")  # validates the recipe even when reusing
-    if store.exists("compressed", key) and not force:
-        net = load_model(out)
-        return net, json.loads((out / "metrics.json").read_text()) | {"compress_reused": True}
-
-    net, train_metrics = trained_model(cfg, datamodule)
     example = torch.zeros(1, *datamodule.input_shape)
-    val = datamodule.val_dataloader()
-    start = time.perf_counter()
-    log.info("compressing with %s (key %s)", compression.name, key)
 
-    def finetune(model, epochs):
-        trainer = build(cfg, "trainer", max_epochs=epochs)
-        optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
-        return fit(model, datamodule, trainer, optimizer)
+    def load(out):
+        net = load_model(out, architecture=lambda: build(cfg, "model", weights=None))
+        return net, read_json(out / "metrics.json")
 
-    with in_layer("compression"):
-        context = StepContext(example=example, train_batches=datamodule.train_dataloader)
-        net, structure, steps = compression.apply(net, context=context, evaluate=lambda m: evaluate(m, val),
-                                       finetune=finetune)
-    net.eval()
-    metrics = {
-        "accuracy_trained": train_metrics.get("val_acc"),
-        "accuracy_compressed": evaluate(net, val),
-        "compress_s": time.perf_counter() - start,
-        "compression_steps": steps,  # (not "steps": the training metrics count optimizer steps)
-        **{k: v for k, v in train_metrics.items() if k != "val_acc"},
-        # parameters/MACs of the architecture, bytes of the weights as stored (int8: 1 each)
-        **model_metrics(structure, example), "size_bytes": stored_bytes(net),
-    }
-    if steps:
-        metrics["acc_before_finetune"] = steps[-1]["acc_before_finetune"]
-        metrics["acc_after_finetune"] = steps[-1]["acc_after_finetune"]
-    with store.write("compressed", key, cfg) as tmp:
+    def compute():
+        with in_layer("compression"):  # settings the architecture cannot take: before training
+            compression.check(build(cfg, "model", weights=None), example)
+        net, train_metrics = trained_model(cfg, datamodule, force=force)
+        val = datamodule.val_dataloader()
+        start = time.perf_counter()
+        log.info("compressing with %s (key %s)", compression.name, key)
+
+        def finetune(model, epochs):
+            trainer = build(cfg, "trainer", max_epochs=epochs)
+            optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
+            return fit(model, datamodule, trainer, optimizer)
+
+        with in_layer("compression"):
+            context = StepContext(example=example, train_batches=datamodule.train_dataloader)
+            net, structure, steps = compression.apply(net, context=context,
+                                                      evaluate=lambda m: evaluate(m, val),
+                                                      finetune=finetune)
+        net.eval()
+        metrics = {
+            "accuracy_trained": train_metrics.get("val_acc"),
+            "accuracy_compressed": evaluate(net, val),
+            "compress_s": time.perf_counter() - start,
+            "compression_steps": steps,  # (not "steps": the training metrics count optimizer steps)
+            **{k: v for k, v in train_metrics.items() if k != "val_acc"},
+            # parameters/MACs of the architecture, bytes of the weights as stored (int8: 1 each)
+            **model_metrics(structure, example), "size_bytes": stored_bytes(net),
+        }
+        if steps:
+            metrics["acc_before_finetune"] = steps[-1]["acc_before_finetune"]
+            metrics["acc_after_finetune"] = steps[-1]["acc_after_finetune"]
+        return net, metrics
+
+    def save(output, tmp):
+        net, metrics = output
         save_model(net, tmp, example)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
-    return net, metrics | {"compress_reused": False}
+
+    (net, metrics), reused = produce(cfg, "compress", key, force=force, load=load,
+                                     compute=compute, save=save)
+    return net, metrics | {"compress_reused": reused}

@@ -5,6 +5,7 @@ import json
 import logging
 import resource
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,61 +13,100 @@ from omegaconf import DictConfig
 
 from dlas.codegen import import_model
 from dlas.compression.metrics import number_format
-from dlas.config import build
-from dlas.models.build import input_dtype
+from dlas.config import build, check_settings
 from dlas.errors import DLASError, in_layer
+from dlas.models.build import input_dtype
 from dlas.stages.compress import compressed_model
-from dlas.stages.keys import compile_key
-from dlas.store.artifacts import ArtifactStore
+from dlas.stages.force import NONE, Force
+from dlas.stages.keys import compile_key, compress_key
+from dlas.stages.produce import produce
+from dlas.store.artifacts import ArtifactError, ArtifactStore, file_digest, read_json
 
 log = logging.getLogger(__name__)
 LIB = "model.so"
 
 
-def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware, *, force=False):
+def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware, *,
+                     force: Force = NONE):
     """Path of the exported library for this point's compile config, and its compile metrics."""
-    store = ArtifactStore(cfg.paths.artifacts)
     key = compile_key(cfg)
-    out = store.path("compiled", key)
-    if store.exists("compiled", key) and not force:
-        return out / LIB, json.loads((out / "metrics.json").read_text()) | {"compile_reused": True}
-    log.info("compiling with %s/%s for %s (key %s)", primitive.name, codegen.name, hardware.name, key)
-    start = time.perf_counter()
-    with in_layer("codegen"):
-        mod = import_model(net, example)
-        metrics = {"import_s": time.perf_counter() - start}
+
+    def load(out):
+        metrics = read_json(out / "metrics.json")
+        if not (out / LIB).is_file() or file_digest(out / LIB) != metrics.get("lib_sha256"):
+            raise ArtifactError(str(out / LIB), reason="missing, damaged or not the library "
+                                "this stage exported (its SHA-256 differs)")
+        return out / LIB, metrics
+
+    def compute():
+        log.info("compiling with %s/%s for %s (key %s)", primitive.name, codegen.name,
+                 hardware.name, key)
         start = time.perf_counter()
-        try:
-            executable = codegen.build(mod, primitive, hardware.target, hardware=hardware)
-        except DLASError as err:
-            # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
-            err.layer = err.layer or "primitive"
-            raise
-    metrics["compile_s"] = time.perf_counter() - start
-    metrics.update(getattr(codegen, "stats", {}))
-    with store.write("compiled", key, cfg) as tmp, in_layer("hardware"):
-        start = time.perf_counter()
-        hardware.export(executable, tmp / LIB)
-        metrics["export_s"] = time.perf_counter() - start
+        with in_layer("codegen"):
+            mod = import_model(net, example)
+            metrics = {"import_s": time.perf_counter() - start}
+            start = time.perf_counter()
+            try:
+                executable = codegen.build(mod, primitive, hardware.target, hardware=hardware)
+            except DLASError as err:
+                # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
+                err.layer = err.layer or "primitive"
+                raise
+        metrics["compile_s"] = time.perf_counter() - start
+        metrics.update(getattr(codegen, "stats", {}))
+        return executable, metrics
+
+    def save(output, tmp):
+        executable, metrics = output
+        with in_layer("hardware"):
+            start = time.perf_counter()
+            hardware.export(executable, tmp / LIB)
+            metrics["export_s"] = time.perf_counter() - start
+        metrics["lib_sha256"] = file_digest(tmp / LIB)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
-    return out / LIB, metrics | {"compile_reused": False}
+
+    (_, metrics), reused = produce(cfg, "compile", key, force=force, load=load, compute=compute,
+                                   save=save)
+    return ArtifactStore(cfg.paths.artifacts).path("compiled", key) / LIB, \
+        metrics | {"compile_reused": reused}
 
 
-def deploy(cfg: DictConfig, *, force: bool = False) -> dict:
-    """Run every stage this point needs and return its metrics (the results row)."""
+@dataclass(frozen=True)
+class Plan:
+    """A point's layer objects, built (and so checked) before any work."""
+    datamodule: object
+    primitive: object
+    codegen: object
+    hardware: object
+    measure: object
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Check the point's settings and build its layers; a bad value raises ConfigError."""
+    check_settings(cfg)
     with in_layer("dataset"):
         datamodule = build(cfg, "dataset")
+    compression = build(cfg, "compression")
+    if not ArtifactStore(cfg.paths.artifacts).exists("compressed", compress_key(cfg)):
+        with in_layer("compression"):  # (a sweep checks every point's recipe this way first)
+            compression.check(build(cfg, "model", weights=None),
+                              torch.zeros(1, *datamodule.input_shape))
+    return Plan(datamodule, build(cfg, "primitive"), build(cfg, "codegen"),
+                build(cfg, "hardware"), build(cfg, "measure"))
+
+
+def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE) -> dict:
+    """Run every stage this point needs and return its metrics (the results row)."""
+    planned = planned or plan(cfg)
+    datamodule, hardware, measure = planned.datamodule, planned.hardware, planned.measure
+    with in_layer("dataset"):
         x, y = datamodule.eval_arrays(cfg.dataset.get("eval_samples"))
-    primitive = build(cfg, "primitive")
-    codegen = build(cfg, "codegen")
-    hardware = build(cfg, "hardware")
-    measure = build(cfg, "measure")
     with in_layer("hardware"):
         hardware.check()  # an unreachable board fails in seconds, before any training
-    net, metrics = compressed_model(cfg, datamodule)
+    net, metrics = compressed_model(cfg, datamodule, force=force)
     example = torch.from_numpy(x[:1])
-    lib, compile_metrics = compiled_library(cfg, net, example, primitive, codegen, hardware,
-                                            force=force)
+    lib, compile_metrics = compiled_library(cfg, net, example, planned.primitive, planned.codegen,
+                                            hardware, force=force)
     metrics.update(compile_metrics)
 
     start = time.perf_counter()

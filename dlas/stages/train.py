@@ -10,31 +10,45 @@ from omegaconf import DictConfig
 
 from dlas.config import build
 from dlas.errors import in_layer
+from dlas.stages.force import NONE, Force
 from dlas.stages.keys import train_key
-from dlas.store.artifacts import ArtifactStore
+from dlas.stages.produce import produce
+from dlas.store.artifacts import ArtifactError, load_tensors, read_json
 from dlas.training import fit
 
 log = logging.getLogger(__name__)
+WEIGHTS = "model.pt"
 
 
-def trained_model(cfg: DictConfig, datamodule, *, force: bool = False):
+def trained_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
     """The trained net and its training metrics, from the store or trained now."""
-    store = ArtifactStore(cfg.paths.artifacts)
     key = train_key(cfg)
-    net = build(cfg, "model")
-    out = store.path("trained", key)
-    if store.exists("trained", key) and not force:
-        net.load_state_dict(torch.load(out / "model.pt", weights_only=True))
-        return net, json.loads((out / "metrics.json").read_text()) | {"train_reused": True}
-    log.info("training %s on %s (key %s)", cfg.model.name, cfg.dataset.name, key)
-    pl.seed_everything(cfg.seed, workers=True)
-    net = build(cfg, "model")  # rebuilt after seeding so the initial weights are reproducible
-    trainer = build(cfg, "trainer")
-    optimizer = build(cfg.optim, "optimizer")
-    scheduler = build(cfg.optim, "scheduler") if cfg.optim.get("scheduler") else None
-    with in_layer("model"):
-        metrics = fit(net, datamodule, trainer, optimizer, scheduler)
-    with store.write("trained", key, cfg) as tmp:
-        torch.save(net.state_dict(), tmp / "model.pt")
+
+    def load(out):
+        net = build(cfg, "model", weights=None)  # the architecture: the weights are stored
+        try:
+            net.load_state_dict(load_tensors(out / WEIGHTS))
+        except (RuntimeError, TypeError, AttributeError) as exc:  # not this model's weights
+            raise ArtifactError(str(out / WEIGHTS), reason="does not fit the configured model: "
+                                + str(exc).strip().splitlines()[0][:200]) from None
+        return net, read_json(out / "metrics.json")
+
+    def compute():
+        log.info("training %s on %s (key %s)", cfg.model.name, cfg.dataset.name, key)
+        pl.seed_everything(cfg.seed, workers=True)
+        net = build(cfg, "model")  # built after seeding so the initial weights are reproducible
+        trainer = build(cfg, "trainer")
+        optimizer = build(cfg.optim, "optimizer")
+        scheduler = build(cfg.optim, "scheduler") if cfg.optim.get("scheduler") else None
+        with in_layer("model"):
+            metrics = fit(net, datamodule, trainer, optimizer, scheduler)
+        return net, metrics
+
+    def save(output, tmp):
+        net, metrics = output
+        torch.save(net.state_dict(), tmp / WEIGHTS)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
-    return net, metrics | {"train_reused": False}
+
+    (net, metrics), reused = produce(cfg, "train", key, force=force, load=load, compute=compute,
+                                     save=save)
+    return net, metrics | {"train_reused": reused}

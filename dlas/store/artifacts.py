@@ -1,9 +1,11 @@
 """Stage outputs on disk, keyed by the hash of the config that determines them.
 
-Layout: <root>/<stage>/<key>/ holding the stage's files and `config.yaml` (the resolved
-config that produced them). A directory is written under a temporary name and renamed
-into place, so a reader sees either nothing or a complete output, even if the writer was
-killed mid-way (SIGKILL included) or two sweep jobs computed the same stage at once.
+Layout: <root>/<stage>/<key>/ holding the stage's files, `config.yaml` (the resolved config
+that produced them) and `run.json` (which run produced them). A directory is written under a
+temporary name and renamed into place, so a reader sees either nothing or a complete output,
+even if the writer was killed mid-way (SIGKILL included). A new output of an existing key
+replaces the old one (`force`); a lock per key (`lock`) makes concurrent processes compute
+a key once.
 """
 from __future__ import annotations
 
@@ -17,6 +19,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlas.errors import DLASError
+from dlas.store.locks import wait_for_lock
+
+RUN = "run.json"
+
+
+class ArtifactError(DLASError):
+    """A stored output that cannot be used: missing, damaged, or not data only."""
+
 
 def config_key(*parts) -> str:
     """A short stable hash of config fragments (DictConfigs, dicts, scalars)."""
@@ -24,6 +35,39 @@ def config_key(*parts) -> str:
              for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_json(path: Path):
+    """A stored JSON file, or an ArtifactError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(str(path), reason="missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(str(path), reason=f"damaged: {exc}") from None
+
+
+def load_tensors(path: Path):
+    """torch.load of tensors and plain containers only: any other content (code, objects) is
+    refused, as is a damaged file, with an ArtifactError naming the file."""
+    import torch  # (the results store and the report use this module without torch)
+
+    if not Path(path).is_file():
+        raise ArtifactError(str(path), reason="missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, zip and EOF errors...: all mean "not tensors"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ArtifactError(str(path), reason="not a file of tensors (damaged, or it holds "
+                            f"code or objects): {first}") from None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -36,22 +80,41 @@ class ArtifactStore:
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / "config.yaml").is_file()
 
+    def made_by(self, stage: str, key: str) -> str | None:
+        """The run that produced the stored output (None: unknown)."""
+        try:
+            return json.loads((self.path(stage, key) / RUN).read_text()).get("run")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     @contextmanager
-    def write(self, stage: str, key: str, config: DictConfig | dict):
-        """Yield a temporary directory to fill; publish it atomically when the block succeeds."""
+    def lock(self, stage: str, key: str):
+        """Hold `stage/key` against other processes: one computes it, the others wait."""
+        with wait_for_lock(self.root / stage / ".locks" / f"{key}.lock", f"{stage} {key}"):
+            yield
+
+    @contextmanager
+    def write(self, stage: str, key: str, config: DictConfig | dict, *, run: str | None = None):
+        """Yield a temporary directory to fill; publish it when the block succeeds, replacing
+        an older output of the key (hold `lock` around the computation and the write)."""
         final = self.path(stage, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DLASError("paths.artifacts", str(self.root), "a writable folder",
+                            reason=f"cannot create {final.parent}: {exc.strerror or exc}") from None
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        old = None
         try:
             yield tmp
             cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
             OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not self.exists(stage, key):  # a stale half-written dir from a killed run
-                    shutil.rmtree(final, ignore_errors=True)
-                    os.rename(tmp, final)
-                # else another job published the same output first: keep theirs
+            (tmp / RUN).write_text(json.dumps({"run": run}))
+            if final.exists():  # moved aside by a rename: the swap takes no time to delete it
+                old = Path(tempfile.mkdtemp(prefix=f".{key}.old.", dir=final.parent))
+                os.rename(final, old / key)
+            os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)

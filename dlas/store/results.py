@@ -2,15 +2,21 @@
 
 WAL mode and a busy timeout let parallel sweep jobs (joblib, SLURM array tasks on a
 shared filesystem with locking) write at once. A point is identified by its config key,
-so re-running a sweep updates rows in place instead of adding duplicates.
+so re-running a sweep updates rows in place instead of adding duplicates. A point belongs
+to every sweep that asked for it (table `sweep_points`); its `sweep` column is the sweep
+that measured it. A lock per point (`lock`) lets concurrent sweeps on one store wait for
+each other's points instead of measuring them twice.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
+
+from dlas.errors import DLASError
+from dlas.store.locks import wait_for_lock
 
 LAYERS = ("dataset", "model", "compression", "primitive", "codegen", "hardware")
 STATUSES = ("ok", "unsupported", "failed")
@@ -28,21 +34,48 @@ CREATE TABLE IF NOT EXISTS points (
     env TEXT,
     started REAL,
     finished REAL
-)"""
+);
+CREATE TABLE IF NOT EXISTS sweep_points (
+    sweep TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (sweep, key)
+);
+INSERT OR IGNORE INTO sweep_points SELECT sweep, key FROM points WHERE sweep IS NOT NULL;
+"""
 
 
 class ResultsStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DLASError("paths.results", str(self.path), "a path in a writable folder",
+                            reason=f"cannot create its folder: {exc.strerror or exc}") from None
+        with self._open() as db, db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60)
-        db.row_factory = sqlite3.Row
-        return db
+    @contextmanager
+    def _open(self):
+        """A connection; a file that is not a readable SQLite store is said in one line."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=60)) as db:
+                db.row_factory = sqlite3.Row
+                yield db
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise DLASError("paths.results", str(self.path), reason=f"not a usable results store "
+                            f"(SQLite: {exc}); nothing was changed: move the file aside to start a "
+                            "new store, or point paths.results at another one") from None
+
+    @contextmanager
+    def lock(self, key: str):
+        """Hold point `key` against other processes using this store (waits for them)."""
+        with wait_for_lock(self.path.parent / f".{self.path.name}.locks" / f"{key}.lock",
+                           f"point {key}"):
+            yield
 
     def record(self, key: str, *, status: str, layers: dict, sweep: str | None = None,
                layer: str | None = None, reason: str | None = None, config: dict | None = None,
@@ -58,24 +91,35 @@ class ResultsStore:
                    started=started, finished=time.time())
         cols = ", ".join(row)
         marks = ", ".join(f":{c}" for c in row)
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             db.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({marks})", row)
+            if sweep is not None:
+                db.execute("INSERT OR IGNORE INTO sweep_points VALUES (?, ?)", (sweep, key))
 
     def get(self, key: str) -> dict | None:
-        with closing(self._connect()) as db:
+        with self._open() as db:
             row = db.execute("SELECT * FROM points WHERE key = ?", (key,)).fetchone()
         return _decode(row) if row else None
 
     def mark_seen(self, key: str, sweep: str | None):
-        """Attach an already-done point to the current sweep (for its summary)."""
-        with closing(self._connect()) as db, db:
-            db.execute("UPDATE points SET sweep = ? WHERE key = ?", (sweep, key))
+        """Count an already-done point in the current sweep too (for its summary)."""
+        if sweep is None:
+            return
+        with self._open() as db, db:
+            db.execute("INSERT OR IGNORE INTO sweep_points VALUES (?, ?)", (sweep, key))
+
+    def sweeps(self) -> dict[str, float]:
+        """Each sweep with the time its last point finished."""
+        with self._open() as db:
+            return {s: f or 0.0 for s, f in db.execute(
+                "SELECT s.sweep, MAX(p.finished) FROM sweep_points s JOIN points p "
+                "ON p.key = s.key GROUP BY s.sweep")}
 
     def rows(self, sweep: str | None = None, **where) -> list[dict]:
         """All rows, optionally those of one sweep and with given column values."""
         clauses, args = [], []
         if sweep is not None:
-            clauses.append("sweep = ?")
+            clauses.append("key IN (SELECT key FROM sweep_points WHERE sweep = ?)")
             args.append(sweep)
         for col, value in where.items():
             if col not in LAYERS + ("status", "key", "layer"):
@@ -83,7 +127,7 @@ class ResultsStore:
             clauses.append(f"{col} = ?")
             args.append(value)
         sql = "SELECT * FROM points" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        with closing(self._connect()) as db:
+        with self._open() as db:
             return [_decode(r) for r in db.execute(sql + " ORDER BY started", args)]
 
 

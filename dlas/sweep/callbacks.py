@@ -32,6 +32,38 @@ def sweep_total(config: DictConfig) -> int | None:
                           sweeper.get("max_batch_size"), loader))
 
 
+def sweep_configs(config: DictConfig):
+    """The config of each job of a BasicSweeper multirun, as its launcher composes them."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    sweeper = config.hydra.sweeper
+    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
+    for overrides in sweep_jobs(params, list(config.hydra.overrides.task),
+                                sweeper.get("max_batch_size"), loader):
+        yield overrides, loader.load_sweep_config(config, list(overrides))
+
+
+class CheckPoints(Callback):
+    """Before the first job of a multirun, the entry point's check of every point's settings:
+    a bad value anywhere in the sweep stops it with one line before any work, instead of
+    failing when the sweep reaches it. Search sweepers (points not known in advance) check
+    each point when it runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from dlas.cli import CHECKS, fail
+        from dlas.errors import ConfigError
+
+        check = CHECKS.get(config.hydra.job.config_name)
+        if check is None or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return
+        for overrides, job in sweep_configs(config):
+            try:
+                check(job)
+            except ConfigError as exc:  # (Hydra turns a callback's exception into a warning)
+                fail(f"{exc} [sweep point: {' '.join(overrides)}]", 2)
+
+
 class SweepSummary(Callback):
     """A progress line after every job of a multirun; at its end one line per point, the
     failures by layer and reason, and exit 1 if any point failed.

@@ -20,7 +20,8 @@ def _latency(m: dict) -> str:
     if med is None:
         return "-"
     text = f"{med:8.3f} ms ± {m.get('latency_ms_std', 0):.3f} (p90 {m.get('latency_ms_p90', med):.3f})"
-    return text + (" noisy" if m.get("noisy") else "")
+    retries = m.get("measure_retries")
+    return text + (" noisy" if m.get("noisy") else "") + (f" retried {retries}x" if retries else "")
 
 
 def row_line(row: dict, reused: bool = False) -> str:

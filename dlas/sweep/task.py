@@ -1,9 +1,10 @@
 """The task wrapper around every point: skip what is done, record every outcome, go on.
 
-Whatever happens inside a point (a bad value, an unsupported combination, a crash deep in
-TVM) ends as one row in the results store with the layer and the reason, and the W&B run
-is finished with the matching status. In a sweep the next point then runs; a single run
-re-raises so the entry point can print one line and exit non-zero.
+Whatever happens inside a point (an unsupported combination, a crash deep in TVM) ends as
+one row in the results store with the layer and the reason, and the W&B run is finished
+with the matching status. In a sweep the next point then runs; a single run re-raises so the
+entry point can print one line and exit non-zero. A bad setting (ConfigError) is not a point
+of the stack: it is raised without a row, and the entry point says it in one line.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlas.errors import DLASError, Unsupported, layer_of
+from dlas.errors import ConfigError, DLASError, Unsupported, layer_of
+from dlas.stages.force import Force
 from dlas.stages.keys import point_key
 from dlas.store.results import LAYERS, ResultsStore
 from dlas.sweep.environment import environment
@@ -45,47 +47,83 @@ def layer_config(cfg: DictConfig) -> dict:
             for k in LAYERS + ("measure",) if cfg.get(k) is not None}
 
 
-def run_point(cfg: DictConfig, stage: Callable[..., dict], *, sweep: str | None = None,
-              raise_on_failure: bool = True) -> dict:
+def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | None = None,
+              sweep: str | None = None, raise_on_failure: bool = True) -> dict:
+    """Measure point `cfg` with `stage(cfg, [plan(cfg),] force=...)`, or reuse its row.
+
+    A bad setting (ConfigError, from `plan` or from inside the stage) is raised without a row;
+    every other outcome is recorded. A lock per point makes a second process that wants the
+    same point (another sweep on the same outputs) wait for it and reuse its row."""
     store = ResultsStore(cfg.paths.results)
     key = point_key(cfg)
+    force = Force.of(cfg.force, "compile", sweep)
     layers = layer_values(cfg)
-    done = store.get(key)
-    if done and done["status"] == "ok" and not cfg.force:
-        store.mark_seen(key, sweep)
-        log.info("point %s already measured (ok); force=true recomputes it", key)
-        print(row_line(done | {"sweep": sweep}, reused=True), flush=True)
-        return done
-
-    config = layer_config(cfg)
-    tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                      mode=cfg.logger.mode, group=sweep and Path(sweep).name,
-                      name="/".join(str(v) for v in layers.values()), config=config,
-                      directory=cfg.paths.wandb)
-    started = time.time()
-    status, layer, reason, metrics = "ok", None, None, {}
+    reused = _reusable(store, key, force, sweep)
+    if reused:
+        return reused
+    planned = []
     try:
-        metrics = stage(cfg, force=cfg.force)
-    except Unsupported as exc:
-        status, layer, reason = "unsupported", exc.layer, str(exc)
-    except DLASError as exc:
-        status, layer, reason = "failed", exc.layer, str(exc)
-    except KeyboardInterrupt:
-        status, layer, reason = "failed", None, "interrupted"
-        raise
-    except Exception as exc:  # a crash inside a library: record it, keep the traceback on disk
-        status, layer = "failed", layer_of(exc)
-        trace = Path(cfg.paths.root) / "errors" / f"{key}.log"
-        trace.parent.mkdir(parents=True, exist_ok=True)
-        trace.write_text(traceback.format_exc())
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        reason = f"{type(exc).__name__}: {first} (traceback: {trace})"
-    finally:
-        row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
-                   config=config, metrics=metrics, started=started)
-        store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
-                     config=config, metrics=metrics,
-                     env=environment(metrics.get("target")), started=started)
+        if plan is not None:
+            planned.append(plan(cfg))
+    except Unsupported as exc:  # a combination that cannot run is a point, recorded as such
+        return _record(cfg, store, key, layers, sweep, "unsupported", exc.layer, str(exc), {},
+                       time.time(), None, raise_on_failure)
+
+    with store.lock(key):
+        reused = _reusable(store, key, force, sweep)  # measured while we waited for the lock
+        if reused:
+            return reused
+        config = layer_config(cfg)
+        tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                          mode=cfg.logger.mode, group=sweep and Path(sweep).name,
+                          name="/".join(str(v) for v in layers.values()), config=config,
+                          directory=cfg.paths.wandb)
+        started = time.time()
+        status, layer, reason, metrics = "ok", None, None, {}
+        try:
+            metrics = stage(cfg, *planned, force=force)
+        except ConfigError:
+            tracker.finish("failed", {**layers, "status": "config error"})
+            raise
+        except KeyboardInterrupt:  # no row: an earlier row of the point stays as it was
+            tracker.finish("failed", {**layers, "status": "interrupted"})
+            raise
+        except Unsupported as exc:
+            status, layer, reason = "unsupported", exc.layer, str(exc)
+        except DLASError as exc:
+            status, layer, reason = "failed", exc.layer, str(exc)
+        except Exception as exc:  # a crash inside a library: record it, keep the traceback on disk
+            status, layer = "failed", layer_of(exc)
+            trace = Path(cfg.paths.root) / "errors" / f"{key}.log"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.write_text(traceback.format_exc())
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            reason = f"{type(exc).__name__}: {first} (traceback: {trace})"
+        return _record(cfg, store, key, layers, sweep, status, layer, reason, metrics, started,
+                       tracker, raise_on_failure)
+
+
+def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) -> dict | None:
+    """The stored ok row of the point, when force does not ask to measure it again (a row
+    this sweep measured counts as fresh); printed as reused."""
+    done = store.get(key)
+    if not done or done["status"] != "ok" or not force.reuses("measure", sweep and done["sweep"]):
+        return None
+    store.mark_seen(key, sweep)
+    log.info("point %s already measured (ok); force=measure measures it again", key)
+    print(row_line(done | {"sweep": sweep}, reused=True), flush=True)
+    return done
+
+
+def _record(cfg, store, key, layers, sweep, status, layer, reason, metrics, started, tracker,
+            raise_on_failure) -> dict:
+    config = layer_config(cfg)
+    row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
+               config=config, metrics=metrics, started=started)
+    store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
+                 config=config, metrics=metrics, env=environment(metrics.get("target")),
+                 started=started)
+    if tracker is not None:
         tracker.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
                                 **metrics})
     print(row_line(row), flush=True)

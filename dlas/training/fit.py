@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytorch_lightning as pl
@@ -68,7 +69,15 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
     net.train()
     module = Classifier(net, optimizer, scheduler, bn_batches)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Lightning answers Ctrl-C with sys.exit(1) and ignores SIGINT from then on: give the
+        # caller its KeyboardInterrupt back (a sweep stops cleanly and says how to resume)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
     train_seconds = time.perf_counter() - start
     epochs = int(trainer.current_epoch)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -59,7 +59,7 @@ def test_ptq_gives_an_int8_graph_close_to_float():
 def test_int8_model_survives_the_store(tmp_path):
     q = quantize(small_cnn())
     save_model(q, tmp_path, torch.zeros(1, 3, 16, 16))
-    back = load_model(tmp_path)
+    back = load_model(tmp_path, architecture=small_cnn)  # (only float models need it)
     x = torch.randn(5, 3, 16, 16)  # another batch size than the example's
     assert torch.equal(back(x), q(x)) and is_int8_graph(back)
     back.train()

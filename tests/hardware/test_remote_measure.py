@@ -89,6 +89,10 @@ def test_dropped_connection_is_retried_on_a_fresh_session(session, tiny_lib, cap
     result = Measurement(**FAST).run(session, tiny_lib[2], inputs(2))
     assert "retrying on a fresh session" in caplog.text
     assert result.logits.shape == (2, 10) and session.local.pgid != old_group
+    # the row says the measurement was retried, and why
+    assert result.latency["measure_retries"] == 1
+    assert len(result.latency["measure_retry_reasons"]) == 1
+    assert result.latency["measure_retry_reasons"][0]
     assert live_in_group(old_group) == []
 
 

@@ -30,11 +30,14 @@ def test_write_is_atomic_and_keeps_config(tmp_path):
     assert OmegaConf.load(store.path("trained", "k1") / "config.yaml").a == 1
 
 
-def test_second_writer_keeps_first_output(tmp_path):
+def test_a_new_output_replaces_the_stored_one(tmp_path):
+    """force=...: the recomputed output is published, not the old one kept (it was, before)."""
     store = ArtifactStore(tmp_path)
-    with store.write("compiled", "k", {}) as tmp:
+    with store.write("compiled", "k", {}, run="a") as tmp:
         (tmp / "f").write_text("first")
-    with store.write("compiled", "k", {}) as tmp:
+    assert store.made_by("compiled", "k") == "a"
+    with store.write("compiled", "k", {}, run="b") as tmp:
         (tmp / "f").write_text("second")
-    assert (store.path("compiled", "k") / "f").read_text() == "first"
-    assert os.listdir(tmp_path / "compiled") == ["k"]
+    assert (store.path("compiled", "k") / "f").read_text() == "second"
+    assert store.made_by("compiled", "k") == "b"
+    assert os.listdir(tmp_path / "compiled") == ["k"]  # nothing old or temporary left

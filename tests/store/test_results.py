@@ -19,7 +19,10 @@ def test_record_upserts_one_row_per_key(tmp_path):
     assert store.rows(sweep="s1", model="resnet18")[0]["key"] == "k"
     assert store.rows(sweep="other") == []
     store.mark_seen("k", "s2")
-    assert store.get("k")["sweep"] == "s2"
+    # the point belongs to both sweeps; its row still says which sweep measured it
+    assert [r["key"] for r in store.rows(sweep="s1")] == [r["key"] for r in store.rows(sweep="s2")]
+    assert store.get("k")["sweep"] == "s1"
+    assert set(store.sweeps()) == {"s1", "s2"}
 
 
 def test_wal_mode_and_bad_input(tmp_path):

@@ -1,10 +1,12 @@
 """A real multirun through deploy.py: a progress line after every job, the summary at the end.
 
 Its four jobs take seconds: one point already measured (reused), one unsupported (ImageNet
-weights on 32x32 digits) and two that fail at once (a GPU device for the local CPU).
+weights on 32x32 digits) and two that fail at once (a board whose RPC tracker is not there).
+A sweep with a bad value in any point is refused before its first job.
 """
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +30,9 @@ def test_multirun_prints_progress_and_summary(make_cfg, tmp_path):
     run_point(make_cfg(overrides=["debug=fast"]), lambda cfg, force=False: measured)
     # hydra.mode=MULTIRUN as experiment=smoke sets it: a sweep without -m
     out = subprocess.run([sys.executable, "deploy.py", "hydra.mode=MULTIRUN", "debug=fast",
-                          "model.weights=null,DEFAULT", "hardware.device=cpu,gpu"],
-                         cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path)},
+                          "model.weights=null,DEFAULT", "hardware=local,hikey"],
+                         cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path),
+                                        "DLAS_TRACKER_PORT": str(free_port())},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr  # a point failed
     assert "sweep: 4 jobs" in out.stdout
@@ -40,9 +43,26 @@ def test_multirun_prints_progress_and_summary(make_cfg, tmp_path):
     assert lines[-1][2:6] == ("1", "1", "1", "2") and lines[-1][-1] == "0s"
     summary = out.stdout[out.stdout.index("sweep summary:"):]
     assert "4 points — 1 ok, 1 unsupported, 2 failed" in summary
-    assert re.search(r"^  2 x failed \[hardware\] .*device='gpu'", summary, re.M), summary
+    assert re.search(r"^  2 x failed \[hardware\] RPC key='hikey'", summary, re.M), summary
     assert re.search(r"^  1 x unsupported \[model\] model.weights='DEFAULT'", summary, re.M)
     assert "sweep took" in out.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_bad_value_in_any_point_stops_the_sweep_before_its_first_job(tmp_path):
+    out = subprocess.run([sys.executable, "deploy.py", "-m", "debug=fast", "seed=0,abc"],
+                         cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: seed='abc' (valid: an integer >= 0) [sweep point: debug=fast seed=abc]"]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert not (tmp_path / "results.sqlite").exists()  # a config error is not a results row
 
 
 def test_total_of_an_experiment_and_the_command_line():

@@ -33,7 +33,8 @@ def test_ok_point_is_recorded_then_skipped(make_cfg, capsys):
     assert again["status"] == "ok" and stage_ok.calls == 1  # not recomputed
     assert "ok (reused)" in capsys.readouterr().out
     rows = ResultsStore(cfg.paths.results).rows()
-    assert len(rows) == 1 and rows[0]["sweep"] == "s2"
+    assert len(rows) == 1 and rows[0]["sweep"] == "s"  # the sweep that measured it...
+    assert ResultsStore(cfg.paths.results).rows(sweep="s2") == rows  # ...and both count it
     assert rows[0]["dataset"] == "digits" and rows[0]["primitive"] == "direct-dense"
     assert rows[0]["env"]["tvm"].startswith("0.27")
 
