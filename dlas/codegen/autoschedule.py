@@ -37,6 +37,7 @@ from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import Primitive
 from dlas.primitives.schedule_utils import extent, root_blocks
+from dlas.store.locks import wait_for_lock
 
 log = logging.getLogger(__name__)
 SCHEDULED = "tirx.is_scheduled"
@@ -103,7 +104,10 @@ class AutoSchedule(Untuned):
 
         db_dir = self.database_dir / target_digest(target)
         start = time.perf_counter()
-        tuning = self.tune(tasks, target, hardware, db_dir, rules)
+        # one tuner per database at a time: a second process waits, then finds its tasks in
+        # the ledger instead of tuning them again (and two tuners would disturb each other's timing)
+        with wait_for_lock(db_dir.parent / f".{db_dir.name}.lock", f"tuning database {db_dir}"):
+            tuning = self.tune(tasks, target, hardware, db_dir, rules)
         tuning["tuning_s"] = time.perf_counter() - start
         tuning["small_tasks"] = len(small)
 
