@@ -57,9 +57,16 @@ def load_tensors(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, zip and EOF errors...: all mean "not tensors"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ArtifactError(str(path), reason="not a file of tensors (damaged, or it holds "
-                            f"code or objects): {first}") from None
+                            f"code or objects): {_unpickling_problem(exc)}") from None
+
+
+def _unpickling_problem(exc: Exception) -> str:
+    """What torch's weights-only loader found, without its advice to load the file unsafely."""
+    text = str(exc)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in (rest if found else text).splitlines() if ln.strip()]
+    return (lines[0].split(". Please")[0] if lines else type(exc).__name__)[:200]
 
 
 def file_digest(path: Path) -> str:

@@ -70,7 +70,9 @@ def test_a_planted_pickle_in_a_compressed_model_does_not_run(kind, tmp_path):
     with pytest.raises(ArtifactError) as err:
         load_model(folder, architecture=net)
     assert not marker.exists()
-    assert str(folder) in str(err.value)
+    assert str(folder) in str(err.value) and "weights_only=False" not in str(err.value)
+    if kind != "old whole-model pickle":  # (that one is refused as not of this format)
+        assert "Unsupported global: GLOBAL exec" in str(err.value)
 
 
 def test_random_bytes_name_the_file_without_advising_full_unpickling(tmp_path):
