@@ -1,6 +1,8 @@
 """Shared fixtures: Hydra configs composed the way the entry points compose them."""
 from __future__ import annotations
 
+import socket
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -17,6 +19,14 @@ def make_cfg(tmp_path):
             return compose(config_name=config_name, overrides=base + list(overrides))
 
     return make
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port nothing listens on (e.g. a board tracker that is not there)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

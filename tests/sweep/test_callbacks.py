@@ -6,7 +6,6 @@ A sweep with a bad value in any point is refused before its first job.
 """
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ LINE = re.compile(r"^\[(\d+)/(\d+)\] ok (\d+)(?: \((\d+) reused\))? · unsupport
                   r"failed (\d+) · elapsed \S+ · ETA (\S+)$", re.M)
 
 
-def test_multirun_prints_progress_and_summary(make_cfg, tmp_path):
+def test_multirun_prints_progress_and_summary(make_cfg, tmp_path, free_port):
     # the weights=null/cpu point is in the results store already: the sweep reuses it
     measured = {"latency_ms_median": 1.0, "accuracy_torch": 0.9, "accuracy_compiled": 0.9}
     run_point(make_cfg(overrides=["debug=fast"]), lambda cfg, force=False: measured)
@@ -32,7 +31,7 @@ def test_multirun_prints_progress_and_summary(make_cfg, tmp_path):
     out = subprocess.run([sys.executable, "deploy.py", "hydra.mode=MULTIRUN", "debug=fast",
                           "model.weights=null,DEFAULT", "hardware=local,hikey"],
                          cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path),
-                                        "DLAS_TRACKER_PORT": str(free_port())},
+                                        "DLAS_TRACKER_PORT": str(free_port)},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr  # a point failed
     assert "sweep: 4 jobs" in out.stdout
@@ -46,12 +45,6 @@ def test_multirun_prints_progress_and_summary(make_cfg, tmp_path):
     assert re.search(r"^  2 x failed \[hardware\] RPC key='hikey'", summary, re.M), summary
     assert re.search(r"^  1 x unsupported \[model\] model.weights='DEFAULT'", summary, re.M)
     assert "sweep took" in out.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_bad_value_in_any_point_stops_the_sweep_before_its_first_job(tmp_path):
