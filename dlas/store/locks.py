@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 from dlas.errors import DLASError
 
 log = logging.getLogger(__name__)
-POLL_S = 5.0  # how often a waiting process says it still waits
+FIRST_S, EVERY_S = 5.0, 60.0  # a waiting process says so after FIRST_S, then every EVERY_S
 
 
 @contextmanager
@@ -30,14 +30,15 @@ def wait_for_lock(path: Path, what: str):
         raise DLASError("outputs folder", str(path.parent), "a writable folder",
                         reason=f"cannot create it: {exc.strerror or exc}") from None
     lock = FileLock(path)
-    start = time.monotonic()
+    start, wait = time.monotonic(), FIRST_S
     while True:
         try:
-            lock.acquire(timeout=POLL_S)
+            lock.acquire(timeout=wait)
             break
         except Timeout:
-            log.info("waiting for %s: another process is computing it (%.0f s, lock %s)",
+            log.info("waiting for %s: another process is computing it (%.0f s so far, lock %s)",
                      what, time.monotonic() - start, path)
+            wait = EVERY_S
     try:
         yield
     finally:
