@@ -68,10 +68,17 @@ def pack_weight_int8(weight: np.ndarray, ib: int) -> tuple[np.ndarray, np.ndarra
 
 
 def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor, strides,
-                    padding, dilation, primitive: str) -> te.Tensor:
+                    padding, dilation, primitive: str,
+                    patches: tuple[int, int] | None = None) -> te.Tensor:
     """NCHW int8 conv2d (groups=1) with int32 output from the packed weight and its
     compensation (pack_weight_int8); out channels = compensation's length. The conv block
-    is marked as `primitive`'s (its schedule rule finds it by that)."""
+    is marked as `primitive`'s (its schedule rule finds it by that).
+
+    patches=(KH, KW): the im2col form (gemm): the weight was packed from the [O, C*KH*KW,
+    1, 1] matrix, and the data pack gathers the patch matrix [n, Kp/ib, OH, OW, ib] (k =
+    (c, ky, kx), numpy's order) instead of the padded input, so the conv is a 1x1 one over
+    the patches: one GEMM, its reduction the whole window in blocks of ib.
+    """
     n_, c_, h_, w_ = (int(d) for d in data.shape)
     ob_, cb_, kh, kw, i4, _, _ = (int(d) for d in weight.shape)
     ib = i4 * K4
@@ -79,17 +86,29 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor,
     sh, sw = _ints(strides, 2, "strides")
     dh, dw = _ints(dilation, 2, "dilation")
     pt, pl, pb, pr = _ints(padding, 4, "padding")
-    hp, wp = h_ + pt + pb, w_ + pl + pr
-    oh = (hp - (kh - 1) * dh - 1) // sh + 1
-    ow = (wp - (kw - 1) * dw - 1) // sw + 1
+    wkh, wkw = patches if patches is not None else (kh, kw)
+    oh = (h_ + pt + pb - (wkh - 1) * dh - 1) // sh + 1
+    ow = (w_ + pl + pr - (wkw - 1) * dw - 1) // sw + 1
+
+    def shifted(n, c, y, x, inside):
+        value = (data[n, tirx.min(c, c_ - 1), y, x].astype("int32") + SHIFT).astype("uint8")
+        return tirx.if_then_else(inside, value, tirx.const(SHIFT, "uint8"))
 
     def pack(n, cb, h, w, ci):
         c, y, x = cb * ib + ci, h - pt, w - pl
-        inside = tirx.all(c < c_, y >= 0, y < h_, x >= 0, x < w_)
-        shifted = (data[n, tirx.min(c, c_ - 1), y, x].astype("int32") + SHIFT).astype("uint8")
-        return tirx.if_then_else(inside, shifted, tirx.const(SHIFT, "uint8"))
+        return shifted(n, c, y, x, tirx.all(c < c_, y >= 0, y < h_, x >= 0, x < w_))
 
-    packed = te.compute((n_, cb_, hp, wp, ib), pack, name="data_pack_u8")
+    def gather(n, kb, y0, x0, ki):
+        k = kb * ib + ki
+        c, ky, kx = k // (wkh * wkw), k // wkw % wkh, k % wkw
+        y, x = y0 * sh + ky * dh - pt, x0 * sw + kx * dw - pl
+        return shifted(n, c, y, x, tirx.all(k < c_ * wkh * wkw, y >= 0, y < h_, x >= 0, x < w_))
+
+    if patches is None:
+        packed = te.compute((n_, cb_, h_ + pt + pb, w_ + pl + pr, ib), pack, name="data_pack_u8")
+    else:  # the window is in the patches: the conv over them is 1x1, stride 1
+        packed = te.compute((n_, cb_, oh, ow, ib), gather, name="data_pack_u8")
+        sh = sw = dh = dw = 1
     rb = te.reduce_axis((0, cb_), name="rb")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")

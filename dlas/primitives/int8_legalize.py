@@ -1,5 +1,6 @@
 """Legalization of int8 conv2d layers to the dot-product compute (int8_compute.py), shared
-by the primitives that have it (direct, spatial_pack, gemm).
+by the primitives that have it: direct (NCHW4c input, direct's tile), spatial_pack
+(NCHW16c, its tile), gemm (the im2col patch matrix blocked by 16, direct's tile).
 
 A layer takes it when all of these hold; otherwise the primitive computes it as before
 (int8 x int8 -> int32 with its generic schedule):
@@ -39,14 +40,19 @@ def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
 
 
 def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str,
-                      widest_block: int) -> relax.Expr:
+                      widest_block: int, im2col: bool = False) -> relax.Expr:
     """The dot-product conv of a call int8_dot_path accepted, input channels blocked by the
     widest of 16/8/4 up to `widest_block` that divides them (padded to 4); the conv block is
-    marked as `primitive`'s, for its schedule rule."""
+    marked as `primitive`'s, for its schedule rule. im2col: as a GEMM over the patch matrix
+    (its rows, C*KH*KW, blocked instead of the channels)."""
     attrs = call.attrs
     data, weight = call.args
     value = constant_array(bb, weight)
+    o, c, kh, kw = value.shape
+    patches = None
+    if im2col:
+        value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
     packed, comp = pack_weight_int8(value, input_block(value.shape[1], widest_block))
     return bb.call_te(conv2d_int8_dot, data, relax.const(packed), relax.const(comp),
                       attrs.strides, attrs.padding, attrs.dilation, int8_block_name(primitive),
-                      primfunc_name_hint=f"conv2d_{primitive}_int8")
+                      patches, primfunc_name_hint=f"conv2d_{primitive}_int8")

@@ -14,9 +14,10 @@ schedule:
 - unpack, compensation and epilogue inlined into the last block and computed at the tile,
   from the accumulators.
 
-The tile shape is the primitive's: `direct` takes direct's float heuristic (up to 8 pixels,
-channel blocks filling the rest of the accumulator budget), `spatial_pack` its own (two
-channel blocks, then as many columns and rows as fit).
+The tile shape is the primitive's: `direct` and `gemm` (a 1x1 conv over its patch matrix)
+take direct's float heuristic (up to 8 pixels, channel blocks filling the rest of the
+accumulator budget), `spatial_pack` its own (two channel blocks, then as many columns and
+rows as fit).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def int8_block_name(primitive: str) -> str:
 
 def int8_dot_rule(primitive: str) -> ScheduleRule:
     """The rule for `primitive`'s int8 dot-product convs (direct or spatial_pack tiles)."""
-    tile = _tile_direct if primitive == "direct" else _tile_spatial_pack
+    tile = _tile_spatial_pack if primitive == "spatial_pack" else _tile_direct
 
     def apply(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         path = int8_path(target)

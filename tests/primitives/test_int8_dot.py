@@ -15,7 +15,7 @@ from tvm.target.codegen import target_has_features
 
 from dlas.codegen import Untuned
 from dlas.hardware.base import make_target
-from dlas.primitives import Direct, SpatialPack
+from dlas.primitives import Direct, Gemm, SpatialPack
 from dlas.primitives.int8_compute import pack_weight_int8
 from dlas.primitives.int8_intrin import int8_path
 from dlas.primitives.workloads import Conv2dWorkload, distinct_workloads
@@ -95,7 +95,7 @@ def operands(wl: Conv2dWorkload, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("path, target", [("vnni", VNNI_TARGET), ("avx512", AVX512_TARGET)])
-@pytest.mark.parametrize("primitive", [Direct, SpatialPack])
+@pytest.mark.parametrize("primitive", [Direct, SpatialPack, Gemm])
 def test_model_conv_shapes_exact(primitive, path, target):
     if not HOST_RUNS[path]:
         pytest.skip(f"this CPU cannot run {path} code")
