@@ -25,10 +25,10 @@ BN statistics randomised as in tests/codegen/test_models_compile.py, via benchma
   post-training, symmetric per-channel weights / per-tensor activations, calibrated on 8
   random N(0,1) batches) through each primitive, against ORT int8 static QDQ
   (quant_pre_process, then quantize_static: per_channel, activations QUInt8, weights QInt8,
-  calibrated on the same random inputs). torch.compile has no int8 row. Per primitive,
-  an extra first row `int8_dot=false`: the generic int8 compute DLAS used before its int8
-  convs ran on the CPU's integer dot products, for the speedup in the same run; the note
-  says which path (`int8_path`) the convs took.
+  calibrated on the same random inputs). torch.compile has no int8 row. Per primitive, an
+  extra first row `untuned plain` (int8_dot=false): the generic int8 compute DLAS used
+  before its int8 convs ran on the CPU's integer dot products, for the speedup in the same
+  run; the note says which path (`int8_path`) the convs took.
 
 Latency: DLAS through the local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py
 measures), the others in this process, all timed the same way (--warmup calls, then --repeat
@@ -283,7 +283,7 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
         for variant, trials in [*plain, ("", None), *(("", t) for t in args.trials)]:
             row = {**base, "method": f"dlas {prim} " + ("untuned" if trials is None
                                                         else "autoschedule")
-                   + (" int8_dot=false" if variant else ""), "trials": trials}
+                   + (" plain" if variant else ""), "trials": trials}
             overrides = {"int8_dot": False} if variant else {}
             if trials is None:
                 codegen, kwargs = None, {}

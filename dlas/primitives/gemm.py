@@ -64,7 +64,8 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
     each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
-    int8 = int8_dot_path(bb, call) if int8_dot else PLAIN
+    sparse = takes_sparse(constant_array(bb, weight), format, sparsity_threshold)
+    int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
     if int8 != PLAIN:
         record(int8=int8)
         return legalize_int8_dot(bb, call, "gemm", widest_block=OB, im2col=True)

@@ -91,8 +91,9 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
     and records how each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
-    int8 = int8_dot_path(bb, call) if prim.int8_dot else PLAIN
-    if int8 != PLAIN:
+    sparse = takes_sparse(constant_array(bb, weight), prim.format, prim.sparsity_threshold)
+    int8 = int8_dot_path(bb, call) if prim.int8_dot and not sparse else PLAIN
+    if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
         prim.count_layer(int8=int8)
         return legalize_int8_dot(bb, call, NAME, widest_block=OB)
     record = functools.partial(prim.count_layer,
