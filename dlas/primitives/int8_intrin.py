@@ -60,18 +60,25 @@ def _desc(A: T.Buffer((4,), "uint8", offset_factor=1),
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
-@T.prim_func(s_tir=True)
-def _vnni(A: T.Buffer((4,), "uint8", offset_factor=1),
-          B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
-                          dtype="uint8x64")
-        C[T.ramp(0, 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], "int32x16"), a, B.vload([0, 0], "int8x64"), dtype="int32x16")
+def _vnni_impl(scope: str):
+    """The VNNI implementation with its accumulator in `scope` (local: DLAS's register tiles;
+    global: the stock description MetaSchedule's VNNI rule tensorizes with)."""
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
+                dtype="uint8x64")
+            C[T.ramp(0, 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], "int32x16"), a, B.vload([0, 0], "int8x64"), dtype="int32x16")
+
+    return impl
 
 
 @T.prim_func(s_tir=True)
@@ -97,5 +104,16 @@ def _avx512(A: T.Buffer((4,), "uint8", offset_factor=1),
             high, T.broadcast(T.int16(128), 32), dtype="int32x16")
 
 
-TensorIntrin.register(INTRINSICS[VNNI], _desc, _vnni, override=True)
+TensorIntrin.register(INTRINSICS[VNNI], _desc, _vnni_impl("local"), override=True)
 TensorIntrin.register(INTRINSICS[AVX512], _desc, _avx512, override=True)
+
+
+def fix_stock_vnni() -> None:
+    """Give TVM's own `dot_16x4_vnni` (which MetaSchedule's VNNI search space tensorizes
+    with on an avx512vnni target) the implementation LLVM 22 accepts, so its candidates
+    build. Imports TVM's tensor intrinsics first (30-60 s; MetaSchedule's TuneContext
+    imports them anyway): registered before them, the stock module would clash."""
+    from tvm.s_tir.tensor_intrin import x86  # noqa: PLC0415 - slow, only when tuning
+
+    TensorIntrin.register(x86.VNNI_DOT_16x4_INTRIN, x86.dot_product_16x4_u8i8i32_desc,
+                          _vnni_impl("global"), override=True)
