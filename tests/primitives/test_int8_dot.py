@@ -50,16 +50,19 @@ def numpy_conv_int(x: np.ndarray, w: np.ndarray, wl: Conv2dWorkload) -> np.ndarr
 
 def model_shapes() -> list[Conv2dWorkload]:
     """Per (kind, kernel, stride) class of the seven models' convs (32x32 and 224x224): its
-    first workload and its first with channels not a multiple of 16, inputs cut to 9x9;
-    and a dense 5x5 stride 2 (the models have 5x5 convs only depthwise)."""
+    first workload, its widest, its first and last with channels not a multiple of 16,
+    inputs cut to 9x9;
+    and a dense 5x5 stride 2 (the models have 5x5 convs only depthwise) and a dilated 3x3."""
     classes = collections.defaultdict(list)
     for wl, _ in distinct_workloads():
         classes[wl.shape_class].append(wl)
     picked = []
     for members in classes.values():
         odd = [wl for wl in members if wl.in_channels % 16 or wl.out_channels % 16]
-        picked += [members[0]] + odd[:1]
+        widest = max(members, key=lambda wl: wl.in_channels * wl.out_channels)
+        picked += [members[0], widest] + odd[:1] + odd[-1:]
     picked.append(Conv2dWorkload(40, 24, 11, 11, (5, 5), (2, 2), (2, 2), (1, 1), 1))
+    picked.append(Conv2dWorkload(8, 16, 12, 12, (3, 3), (1, 1), (2, 2), (2, 2), 1))  # dilated
     return sorted({wl.scaled(9) for wl in picked})
 
 
