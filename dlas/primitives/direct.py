@@ -1,7 +1,9 @@
 """The `direct` primitive: legalization of relax.nn.conv2d to `conv2d_direct` (see
 direct_compute.py for the compute and the weight layouts, direct_schedule.py for its
 default schedule), or with format csr/bsr to its sparse variants for the layers whose
-constant weight is sparse enough (direct_sparse.py, direct_sparse_schedule.py)."""
+constant weight is sparse enough (direct_sparse.py, direct_sparse_schedule.py); int8
+layers with groups=1 on a target with integer dot products to the dot-product compute
+with NCHW4c input and direct's tile (int8_legalize.py)."""
 from __future__ import annotations
 
 import functools

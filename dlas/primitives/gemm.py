@@ -6,7 +6,9 @@ Per layer: a constant weight whose sparsity reaches `sparsity_threshold` takes t
 format (format csr|bsr), every other layer the dense GEMM. Depthwise convs go to the direct
 primitive, recorded as a fallback: as a GEMM each channel is a 1 x KH*KW by KH*KW x OH*OW
 product (no reuse to tile for), which direct's per-channel window loop does better.
-Grouped convs with several channels per group are a GEMM per (image, group).
+Grouped convs with several channels per group are a GEMM per (image, group). int8 layers
+with groups=1 on a target with integer dot products: the dot-product GEMM over the patch
+matrix, packed u8 in blocks of 16 patch rows (int8_legalize.py).
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@ spatial_pack_compute.py (dense NCHW[x]c, csr, bsr), default schedule in
 spatial_pack_schedule.py.
 
 Per layer:
+- int8 with groups=1 and a constant weight, on a target with integer dot products: the
+  dot-product compute, NCHW16c u8 input and spatial_pack's tile (int8_legalize.py), unless
+  the layer goes sparse;
 - layout other than NCHW/OIHW: TVM's own conv2d (fallback recorded);
 - groups > 1 (depthwise, grouped): the `direct` primitive's compute, which handles every
   grouping (fallback recorded): packing input channels across groups buys nothing there;
