@@ -36,7 +36,7 @@ from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import Primitive
-from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni, int8_path
+from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni
 from dlas.primitives.schedule_utils import extent, root_blocks
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class AutoSchedule(Untuned):
         fused, kept = schedule_data_dependent(fused, rules, target)
         tasks, small = tunable_tasks(fused, target, self.min_task_share)
 
+        if primitive.stats.get("int8_path") == VNNI:  # u8 convs: MetaSchedule's VNNI
+            fix_stock_vnni()                           # sketches tensorize with TVM's intrinsic
         db_dir = self.database_dir / target_digest(target)
         start = time.perf_counter()
         tuning = self.tune(tasks, target, hardware, db_dir, rules)
@@ -161,8 +163,6 @@ class AutoSchedule(Untuned):
         strategy = ms.search_strategy.EvolutionarySearch(
             population_size=self.population_size, genetic_num_iters=self.genetic_iters,
             init_min_unmeasured=min(50, self.population_size))
-        if int8_path(target) == VNNI:  # MetaSchedule's VNNI sketches use TVM's intrinsic
-            fix_stock_vnni()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
             num_threads=getattr(hardware, "num_threads", None) or "physical")
