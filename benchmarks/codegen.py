@@ -2,7 +2,7 @@
 torch.compile and ONNX Runtime, on this CPU in one run.
 
     python benchmarks/codegen.py [--models resnet18,mobilenetv2] [--primitives direct,gemm,spatial_pack]
-                                 [--trials 64,200,1000] [--trials-per-task N] [--database-dir DIR]
+                                 [--trials 64,200,1000 | 0] [--trials-per-task N] [--database-dir DIR]
                                  [--int8] [--threads N] [--baseline-threads 2,1]
                                  [--warmup 3] [--repeat 15]
                                  [--min-repeat-ms 50] [--csv FILE]
@@ -25,7 +25,10 @@ BN statistics randomised as in tests/codegen/test_models_compile.py, via benchma
   post-training, symmetric per-channel weights / per-tensor activations, calibrated on 8
   random N(0,1) batches) through each primitive, against ORT int8 static QDQ
   (quant_pre_process, then quantize_static: per_channel, activations QUInt8, weights QInt8,
-  calibrated on the same random inputs). torch.compile has no int8 row.
+  calibrated on the same random inputs). torch.compile has no int8 row. Per primitive, an
+  extra first row `untuned plain` (int8_dot=false): the generic int8 compute DLAS used
+  before its int8 convs ran on the CPU's integer dot products, for the speedup in the same
+  run; the note says which path (`int8_path`) the convs took.
 
 Latency: DLAS through the local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py
 measures), the others in this process, all timed the same way (--warmup calls, then --repeat
@@ -79,6 +82,11 @@ def trials_arg(text: str) -> list[int]:
     return values
 
 
+def budgets_arg(text: str) -> list[int]:
+    """--trials: budgets >= 1, or 0 for untuned rows only (no tuning)."""
+    return [] if text.strip() == "0" else trials_arg(text)
+
+
 def parse_args() -> argparse.Namespace:
     """Argument parsing only: `--help` must not pay for importing torch and TVM."""
     primitives = sorted(p.stem for p in (ROOT / "conf" / "primitive").glob("*.yaml"))
@@ -87,8 +95,9 @@ def parse_args() -> argparse.Namespace:
                         help=f"comma-separated (default: {','.join(MODELS)})")
     parser.add_argument("--primitives", type=names_arg(primitives), default=PRIMITIVES,
                         help=f"conf/primitive configs, comma-separated (default: {','.join(PRIMITIVES)})")
-    parser.add_argument("--trials", type=trials_arg, default=[64, 200, 1000],
-                        help="autoschedule budgets, total trials per model (default: 64,200,1000)")
+    parser.add_argument("--trials", type=budgets_arg, default=[64, 200, 1000],
+                        help="autoschedule budgets, total trials per model (default: 64,200,1000; "
+                             "0: untuned rows only)")
     parser.add_argument("--trials-per-task", type=int, default=None,
                         help="at most this many trials for one task (default: the budget)")
     parser.add_argument("--database-dir", default=str(ROOT / "outputs" / "benchmarks" / "tuning"),
@@ -268,9 +277,14 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
     configs = primitive_configs()
     for prim in args.primitives:
         untuned_ms = None
-        for trials in [None, *args.trials]:
+        # int8: first the generic int8 compute (int8_dot=False), the path before DLAS used the
+        # CPU's integer dot products, so both show side by side in one run
+        plain = [("plain", None)] if precision == "int8" else []
+        for variant, trials in [*plain, ("", None), *(("", t) for t in args.trials)]:
             row = {**base, "method": f"dlas {prim} " + ("untuned" if trials is None
-                                                        else "autoschedule"), "trials": trials}
+                                                        else "autoschedule")
+                   + (" plain" if variant else ""), "trials": trials}
+            overrides = {"int8_dot": False} if variant else {}
             if trials is None:
                 codegen, kwargs = None, {}
             else:
@@ -279,17 +293,19 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
                                        database_dir=str(Path(args.database_dir) / f"trials{trials}"))
                 kwargs = {"hardware": hardware}
             try:
-                lat, out, stats, build_s = bench.run(mod, make_primitive(configs[prim], "dense"),
-                                                     x.numpy(), codegen, **kwargs)
+                lat, out, stats, build_s = bench.run(
+                    mod, make_primitive(configs[prim], "dense", **overrides), x.numpy(), codegen,
+                    **kwargs)
             except Exception as err:  # noqa: BLE001
                 table.add({**row, "error": one_line(err)})
                 continue
             med = lat["latency_ms_median"]
-            untuned_ms = med if trials is None else untuned_ms
-            note = ""
+            untuned_ms = med if trials is None and not variant else untuned_ms
+            note = (f"int8_path {stats['int8_path']} ({stats['int8_dot_layers']} of "
+                    f"{stats['conv_layers']} convs); " if "int8_path" in stats else "")
             if trials is not None:
                 build_s -= stats["tuning_s"]
-                note = (f"{stats['tuned_tasks']} tuned/{stats['reused_tasks']} reused of "
+                note += (f"{stats['tuned_tasks']} tuned/{stats['reused_tasks']} reused of "
                         f"{stats['tasks']} tasks x{stats['task_budget']}, "
                         f"{stats['tuning_trials']} trials ({stats['tuning_failed_trials']} failed)")
                 if stats.get("schedule_note"):

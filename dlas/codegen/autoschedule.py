@@ -36,6 +36,7 @@ from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import Primitive
+from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni
 from dlas.primitives.schedule_utils import extent, root_blocks
 from dlas.store.locks import wait_for_lock
 
@@ -107,7 +108,8 @@ class AutoSchedule(Untuned):
         # one tuner per database at a time: a second process waits, then finds its tasks in
         # the ledger instead of tuning them again (and two tuners would disturb each other's timing)
         with wait_for_lock(db_dir.parent / f".{db_dir.name}.lock", f"tuning database {db_dir}"):
-            tuning = self.tune(tasks, target, hardware, db_dir, rules)
+            tuning = self.tune(tasks, target, hardware, db_dir, rules,
+                               vnni=primitive.stats.get("int8_path") == VNNI)
         tuning["tuning_s"] = time.perf_counter() - start
         tuning["small_tasks"] = len(small)
 
@@ -138,12 +140,13 @@ class AutoSchedule(Untuned):
         return min(self.trials_per_task, max(1, self.trials // n_tasks))
 
     def tune(self, tasks: list[ms.ExtractedTask], target, hardware, db_dir: Path,
-             rules: list) -> dict:
+             rules: list, vnni: bool = False) -> dict:
         """Tune the tasks that the ledger says lack this budget; the counts for the row.
 
         Each task's default schedule is measured first and goes into the database as one
         more candidate, so the applied schedule is never slower than the untuned one (as
-        measured); `default_won_tasks` counts the tasks where no searched one beat it."""
+        measured); `default_won_tasks` counts the tasks where no searched one beat it.
+        vnni: the model has u8 dot-product convs on a VNNI target (int8_intrin.py)."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
@@ -164,6 +167,8 @@ class AutoSchedule(Untuned):
         strategy = ms.search_strategy.EvolutionarySearch(
             population_size=self.population_size, genetic_num_iters=self.genetic_iters,
             init_min_unmeasured=min(50, self.population_size))
+        if vnni:  # u8 dot-product convs: MetaSchedule's VNNI sketches use TVM's intrinsic
+            fix_stock_vnni()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
             num_threads=getattr(hardware, "num_threads", None) or "physical")

@@ -62,15 +62,27 @@ class Primitive:
         self.stats = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
                       "fallbacks": {}}
 
-    def count_layer(self, *, sparse: bool = False, fallback: str | None = None) -> None:
+    def count_layer(self, *, sparse: bool = False, fallback: str | None = None,
+                    int8: str | None = None) -> None:
         """Record how one conv2d was legalized: `sparse` when it took the sparse format,
-        `fallback` (a reason) when this primitive could not compute it and another did.
+        `fallback` (a reason) when this primitive could not compute it and another did,
+        `int8` the instruction path of an int8 conv (int8_intrin.py: vnni, avx512, plain).
         The counts go into the results row; a fallback is never silent."""
+        if int8 is not None:
+            self.count_int8(int8)
         self.stats["conv_layers"] += 1
         self.stats["sparse_layers"] += int(sparse)
         if fallback is not None:
             self.stats["fallback_layers"] += 1
             self.stats["fallbacks"][fallback] = self.stats["fallbacks"].get(fallback, 0) + 1
+
+    def count_int8(self, path: str) -> None:
+        """Record one int8 conv2d and its path. The row's `int8_path` is the dot-product path
+        when any int8 conv took one (vnni, avx512), else plain; `int8_dot_layers` counts
+        those convs (depthwise and grouped ones stay plain). Float models record neither."""
+        dot = self.stats.get("int8_dot_layers", 0) + int(path != "plain")
+        best = self.stats.get("int8_path", "plain")
+        self.stats.update(int8_dot_layers=dot, int8_path=path if path != "plain" else best)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         """The `customize_legalize_map` for `relax.transform.LegalizeOps`."""

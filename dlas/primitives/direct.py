@@ -1,7 +1,9 @@
 """The `direct` primitive: legalization of relax.nn.conv2d to `conv2d_direct` (see
 direct_compute.py for the compute and the weight layouts, direct_schedule.py for its
 default schedule), or with format csr/bsr to its sparse variants for the layers whose
-constant weight is sparse enough (direct_sparse.py, direct_sparse_schedule.py)."""
+constant weight is sparse enough (direct_sparse.py, direct_sparse_schedule.py); int8
+layers with groups=1 on a target with integer dot products to the dot-product compute
+with NCHW4c input and direct's tile (int8_legalize.py)."""
 from __future__ import annotations
 
 import functools
@@ -20,6 +22,10 @@ from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
                                            window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
+from dlas.primitives.int8_compute import K4
+from dlas.primitives.int8_intrin import PLAIN
+from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
+from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
                                             static_shape, takes_sparse)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
@@ -28,17 +34,25 @@ log = logging.getLogger(__name__)
 
 
 def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
-                           record: Callable[..., None] = lambda **_: None) -> relax.Expr:
-    """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs).
-    `record` (Primitive.count_layer) is told how each layer was computed."""
+                           record: Callable[..., None] = lambda **_: None,
+                           int8_dot: bool = True) -> relax.Expr:
+    """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs), or
+    for an int8 layer on a target with integer dot products (int8_dot) the dot-product
+    compute with direct's tiling and NCHW4c input (int8_legalize.py). `record`
+    (Primitive.count_layer) is told how each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
+    int8 = int8_dot_path(bb, call) if int8_dot else PLAIN
+    if int8 != PLAIN:
+        record(int8=int8)
+        return legalize_int8_dot(bb, call, "direct", widest_block=K4)
+    int8 = PLAIN if str(data.ty.dtype) == "int8" else None
     if not is_nchw(attrs):
         log.info("direct: %s/%s conv2d left to TVM's own legalization",
                  attrs.data_layout, attrs.kernel_layout)
-        record(fallback=layout_fallback(attrs))
+        record(fallback=layout_fallback(attrs), int8=int8)
         return _nn_conv2d(bb, call)
-    record()
+    record(int8=int8)
     wshape = static_shape(weight.ty.shape)
     groups = int(attrs.groups)
     kernel_layout = "OIHW"
@@ -58,14 +72,14 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
 
 def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, format: str,
                                   threshold: float, block: tuple[int, int],
-                                  record: Callable[..., None] = lambda **_: None
-                                  ) -> relax.Expr:
+                                  record: Callable[..., None] = lambda **_: None,
+                                  int8_dot: bool = True) -> relax.Expr:
     """LegalizeOps hook for format csr/bsr: a layer whose constant weight has sparsity >=
     `threshold` gets `conv2d_direct_csr`/`_bsr` with the weight as constant sparse arrays;
     any other layer is the dense direct conv (a non-constant weight recorded as fallback)."""
     attrs = call.attrs
     data, weight = call.args
-    dense = functools.partial(legalize_conv2d_direct, bb, call)
+    dense = functools.partial(legalize_conv2d_direct, bb, call, int8_dot=int8_dot)
     if not is_nchw(attrs):
         return dense(record=record)
     value = constant_array(bb, weight)
@@ -88,7 +102,7 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         sparse = to_bsr(matrix, block)
         columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
         offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
-    record(sparse=True)
+    record(sparse=True, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
     max_row = max(1, int(np.diff(sparse.indptr).max()))
     # max_row unused trailing entries: every row reads max_row entries from its start
     values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),
@@ -107,28 +121,32 @@ class Direct(Primitive):
     format dense: every layer dense. csr/bsr: each layer whose constant weight has sparsity
     >= sparsity_threshold is computed from its sparse form, the others dense; `block`
     (bo output channels x bk weight columns) is the BSR tile, it must divide every layer
-    that goes bsr (DLASError otherwise).
+    that goes bsr (DLASError otherwise). int8_dot: int8 layers on the target's integer
+    dot-product instructions where it has them (False: the generic int8 compute, to
+    compare).
     """
 
     formats = ("dense", "csr", "bsr")
 
     def __init__(self, name: str = "direct", format: str = "dense",
-                 sparsity_threshold: float = 0.5, block=(4, 1)):
+                 sparsity_threshold: float = 0.5, block=(4, 1), int8_dot: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.block = parse_block(block)
+        self.int8_dot = bool(int8_dot)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         if self.format == "dense":
-            hook = functools.partial(legalize_conv2d_direct, record=self.count_layer)
+            hook = functools.partial(legalize_conv2d_direct, record=self.count_layer,
+                                     int8_dot=self.int8_dot)
         else:
             hook = functools.partial(legalize_conv2d_direct_sparse, format=self.format,
                                      threshold=self.sparsity_threshold, block=self.block,
-                                     record=self.count_layer)
+                                     record=self.count_layer, int8_dot=self.int8_dot)
         return {"relax.nn.conv2d": hook}
 
     def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", block={list(self.block)})"
+        return super().__repr__()[:-1] + f", block={list(self.block)}, int8_dot={self.int8_dot})"
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
-        rules = [direct_conv2d_rule()]
+        rules = [int8_dot_rule("direct"), direct_conv2d_rule()]
         return rules + [direct_sparse_rule()] if self.format != "dense" else rules

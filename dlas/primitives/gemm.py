@@ -6,7 +6,9 @@ Per layer: a constant weight whose sparsity reaches `sparsity_threshold` takes t
 format (format csr|bsr), every other layer the dense GEMM. Depthwise convs go to the direct
 primitive, recorded as a fallback: as a GEMM each channel is a 1 x KH*KW by KH*KW x OH*OW
 product (no reuse to tile for), which direct's per-channel window loop does better.
-Grouped convs with several channels per group are a GEMM per (image, group).
+Grouped convs with several channels per group are a GEMM per (image, group). int8 layers
+with groups=1 on a target with integer dot products: the dot-product GEMM over the patch
+matrix, packed u8 in blocks of 16 patch rows (int8_legalize.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.gemm_compute import (conv2d_gemm, conv2d_gemm_bsr, conv2d_gemm_csr,
                                           pack_block, pack_weight, pack_weight_te)
 from dlas.primitives.gemm_schedule import gemm_conv2d_rule
+from dlas.primitives.int8_compute import OB
+from dlas.primitives.int8_intrin import PLAIN
+from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
+from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
                                             static_shape, takes_sparse)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
@@ -52,11 +58,20 @@ def _sparse_constants(arrays: Sequence[np.ndarray]) -> list[relax.Constant]:
 
 def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str = "dense",
                          sparsity_threshold: float = 0.5, block: tuple[int, int] = (4, 1),
-                         record: Callable[..., None] = lambda **_: None) -> relax.Expr:
-    """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW, static shapes): im2col GEMM.
-    `record` (Primitive.count_layer) is told how each layer was computed."""
+                         record: Callable[..., None] = lambda **_: None,
+                         int8_dot: bool = True) -> relax.Expr:
+    """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW, static shapes): im2col GEMM; an
+    int8 layer on a target with integer dot products (int8_dot) as the dot-product GEMM
+    over the patch matrix (int8_legalize.py). `record` (Primitive.count_layer) is told how
+    each layer was computed."""
     attrs = call.attrs
     data, weight = call.args
+    sparse = takes_sparse(constant_array(bb, weight), format, sparsity_threshold)
+    int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
+    if int8 != PLAIN:
+        record(int8=int8)
+        return legalize_int8_dot(bb, call, "gemm", widest_block=OB, im2col=True)
+    record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
     if not is_nchw(attrs):
         record(fallback=layout_fallback(attrs))
         return _nn_conv2d(bb, call)
@@ -64,11 +79,11 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
     groups = int(attrs.groups)
     if wshape is None or dshape is None:
         record(fallback="dynamic shape: direct")
-        return legalize_conv2d_direct(bb, call)
+        return legalize_conv2d_direct(bb, call, int8_dot=int8_dot)
     o, cg, kh, kw = wshape
     if groups > 1 and cg == 1:
         record(fallback=DEPTHWISE)
-        return legalize_conv2d_direct(bb, call)
+        return legalize_conv2d_direct(bb, call, int8_dot=int8_dot)
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv = (attrs.strides, attrs.padding, attrs.dilation, groups, out_dtype)
     value = constant_array(bb, weight)
@@ -100,23 +115,27 @@ class Gemm(Primitive):
 
     block: the BSR tile [bo, bk] (output channels x patch rows); it must divide every layer
     that goes sparse, or the build raises a DLASError naming the layer.
+    int8_dot: int8 layers on the target's dot-product instructions where it has them.
     """
 
     formats = FORMATS
 
     def __init__(self, name: str = "gemm", format: str = "dense",
-                 sparsity_threshold: float = 0.5, block: Sequence[int] = (4, 1)):
+                 sparsity_threshold: float = 0.5, block: Sequence[int] = (4, 1),
+                 int8_dot: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.block = parse_block(block)
+        self.int8_dot = bool(int8_dot)
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         return {"relax.nn.conv2d": functools.partial(
             legalize_conv2d_gemm, format=self.format, sparsity_threshold=self.sparsity_threshold,
-            block=self.block, record=self.count_layer)}
+            block=self.block, record=self.count_layer, int8_dot=self.int8_dot)}
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         # direct's rule for the depthwise layers handed to it
-        return [gemm_conv2d_rule(), direct_conv2d_rule()]
+        return [int8_dot_rule("gemm"), gemm_conv2d_rule(), direct_conv2d_rule()]
 
     def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", block={list(self.block)})"
+        return (super().__repr__()[:-1]
+                + f", block={list(self.block)}, int8_dot={self.int8_dot})")

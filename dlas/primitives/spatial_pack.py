@@ -3,6 +3,9 @@ spatial_pack_compute.py (dense NCHW[x]c, csr, bsr), default schedule in
 spatial_pack_schedule.py.
 
 Per layer:
+- int8 with groups=1 and a constant weight, on a target with integer dot products: the
+  dot-product compute, NCHW16c u8 input and spatial_pack's tile (int8_legalize.py), unless
+  the layer goes sparse;
 - layout other than NCHW/OIHW: TVM's own conv2d (fallback recorded);
 - groups > 1 (depthwise, grouped): the `direct` primitive's compute, which handles every
   grouping (fallback recorded): packing input channels across groups buys nothing there;
@@ -32,6 +35,10 @@ from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Primitive
 from dlas.primitives.direct import legalize_conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.int8_compute import OB
+from dlas.primitives.int8_intrin import PLAIN
+from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
+from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
                                             static_shape, takes_sparse)
 from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
@@ -40,7 +47,7 @@ from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_spatial_pack_bsr,
                                                   conv2d_spatial_pack_csr, csr_offsets,
                                                   pack_weight, pack_weight_te,
-                                                  sparse_output_shape)
+                                                  sparse_output_shape, NAME)
 from dlas.primitives.spatial_pack_schedule import spatial_pack_rule
 
 log = logging.getLogger(__name__)
@@ -85,9 +92,15 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
                                  prim: SpatialPack) -> relax.Expr:
     """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW graphs); `prim` gives the settings
     and records how each layer was computed."""
-    record = prim.count_layer
     attrs = call.attrs
     data, weight = call.args
+    sparse = takes_sparse(constant_array(bb, weight), prim.format, prim.sparsity_threshold)
+    int8 = int8_dot_path(bb, call) if prim.int8_dot and not sparse else PLAIN
+    if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
+        prim.count_layer(int8=int8)
+        return legalize_int8_dot(bb, call, NAME, widest_block=OB)
+    record = functools.partial(prim.count_layer,
+                               int8=PLAIN if str(data.ty.dtype) == "int8" else None)
     if not is_nchw(attrs):
         record(fallback=layout_fallback(attrs))
         return _nn_conv2d(bb, call)
@@ -97,7 +110,7 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
         reason = ("groups>1 (depthwise/grouped): direct" if int(attrs.groups) != 1
                   else "dynamic shape: direct")
         record(fallback=reason)
-        return legalize_conv2d_direct(bb, call)
+        return legalize_conv2d_direct(bb, call, int8_dot=prim.int8_dot)
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv_args = (attrs.strides, attrs.padding, attrs.dilation)
     o_, c_, kh, kw = wshape
@@ -164,15 +177,20 @@ class SpatialPack(Primitive):
 
     block:    BSR block [bo, bk] over the weight matrix [O, C*KH*KW] (bsr only); bo is the
               vector of output channels of the packed compute
-    ic_block, oc_block: dense packing block sizes, None = chosen per layer
+    ic_block, oc_block: dense packing block sizes, None = chosen per layer (float and
+              generic int8 layers; an int8 layer on the integer dot-product instructions
+              is packed NCHW16c / OIHW4i16o4i, int8_compute.py)
+    int8_dot: int8 layers on the target's dot-product instructions where it has them
     """
 
     formats = ("dense", "csr", "bsr")
 
     def __init__(self, name: str = "spatial_pack", format: str = "dense",
                  sparsity_threshold: float = 0.5, block: Sequence[int] = (16, 1),
-                 ic_block: int | None = None, oc_block: int | None = None):
+                 ic_block: int | None = None, oc_block: int | None = None,
+                 int8_dot: bool = True):
         super().__init__(name, format, sparsity_threshold)
+        self.int8_dot = bool(int8_dot)
         block = list(block) if block is not None else None
         if (block is None or len(block) != 2
                 or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
@@ -188,9 +206,10 @@ class SpatialPack(Primitive):
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         # direct's rule for the layers handed to it (grouped, depthwise)
-        return [spatial_pack_rule(), direct_conv2d_rule()]
+        return [int8_dot_rule(NAME), spatial_pack_rule(), direct_conv2d_rule()]
 
     def __repr__(self) -> str:
         return (f"SpatialPack(format={self.format!r}, sparsity_threshold="
                 f"{self.sparsity_threshold}, block={list(self.block)}, "
-                f"ic_block={self.ic_block}, oc_block={self.oc_block})")
+                f"ic_block={self.ic_block}, oc_block={self.oc_block}, "
+                f"int8_dot={self.int8_dot})")

@@ -21,6 +21,7 @@ from dlas.codegen import Untuned
 from dlas.errors import DLASError
 from dlas.primitives import Direct, Primitive, block_weight, conv2d_direct, kernel_block
 from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.int8_intrin import int8_path
 from dlas.primitives.schedule_utils import PARALLEL_MIN_MACS
 
 HOST = tvm.target.Target.from_device(tvm.cpu())
@@ -56,8 +57,10 @@ def test_weight_as_input_is_blocked_at_runtime(target):
     assert_close(run_vm(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
 
 
-def test_int8_accumulates_in_int32():
-    """out_dtype reaches the compute: int8 operands, exact int32 sums."""
+@pytest.mark.parametrize("int8_dot", [False, True])
+def test_int8_accumulates_in_int32(int8_dot):
+    """out_dtype reaches the compute: int8 operands, exact int32 sums, with the generic
+    int8 compute and (on a target with integer dot products) the dot-product one."""
     rng = np.random.default_rng(2)
     x = rng.integers(-128, 128, (1, 16, 8, 8)).astype("int8")
     w = rng.integers(-128, 128, (32, 16, 3, 3)).astype("int8")
@@ -70,10 +73,11 @@ def test_int8_accumulates_in_int32():
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     codegen = Untuned()
-    got = run_vm(codegen.build(bb.get(), Direct(), HOST), x)
+    got = run_vm(codegen.build(bb.get(), Direct(int8_dot=int8_dot), HOST), x)
     ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
     assert got.dtype == np.int32 and np.array_equal(got, ref.numpy().astype(np.int32))
-    assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}
+    dot = int8_dot and int8_path(HOST) != "plain"
+    assert codegen.stats["schedule_rules"] == {"Int8DotConv2D" if dot else "DirectConv2D": 1}
 
 
 def scheduled_conv(shape, weight, stride=1, padding=(1, 1, 1, 1), groups=1):

@@ -102,10 +102,11 @@ def test_sparsity_threshold_picks_the_format(fmt, sparsity):
 @pytest.mark.parametrize("fmt", ["dense", "csr", "bsr"])
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_dtypes(dtype, fmt):
-    """float16 -> float32 and int8 -> int32 (exact) accumulation, grouped with strides."""
+    """float16 -> float32 and int8 -> int32 (exact) accumulation, grouped with strides
+    (the generic GEMM: int8_dot off; the dot-product path is tests/primitives/test_int8_dot.py)."""
     for case in ("3x3 s2 p1", "grouped 4, 16 in"):
         x, w, ref = make_case(case, dtype, sparsity=0.6, seed=1)
-        out, stats = build_run(case, Gemm(format=fmt, block=(4, 1)), x, w)
+        out, stats = build_run(case, Gemm(format=fmt, block=(4, 1), int8_dot=False), x, w)
         check(out, ref, dtype)
         assert stats["sparse_layers"] == int(fmt != "dense")
         assert stats["schedule_rules"] == {"GemmConv2D": 1}, stats
