@@ -19,6 +19,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from dlas.config import plain
+from dlas.store.artifacts import code_version
 
 log = logging.getLogger("dlas.codegen.autoschedule")  # one logger for the whole tuning story
 LEDGER = "dlas_budget.json"
@@ -27,8 +28,11 @@ LEDGER = "dlas_budget.json"
 # -- the database and its ledger -------------------------------------------------------------
 
 def target_digest(target: tvm.target.Target) -> str:
-    """A directory name for a target: its kind and a hash of its full description."""
-    text = json.dumps(plain(target.export()), sort_keys=True, default=str) + tvm.__version__
+    """A directory name for a target: its kind and a hash of its full description, TVM's
+    version and DLAS's schedules (a changed default schedule starts a new database: its old
+    records and ledger would keep the old defaults and never tune again)."""
+    text = (json.dumps(plain(target.export()), sort_keys=True, default=str) + tvm.__version__
+            + code_version("primitives", "codegen"))
     return f"{target.kind.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlas.store.artifacts import config_key
+from dlas.store.artifacts import code_version, config_key
 
 NOT_DETERMINING = {
     # data_dir stays in: a generated or partial folder must not share a trained model with
@@ -42,7 +42,8 @@ def compress_key(cfg: DictConfig) -> str:
 
 def compile_key(cfg: DictConfig) -> str:
     return config_key("compile", compress_key(cfg), determining(cfg, "primitive"),
-                      determining(cfg, "codegen"), determining(cfg, "hardware"))
+                      determining(cfg, "codegen"), determining(cfg, "hardware"),
+                      code_version("primitives", "codegen"))
 
 
 def point_key(cfg: DictConfig) -> str:

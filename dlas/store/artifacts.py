@@ -9,6 +9,7 @@ a key once.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from dlas.errors import DLASError
 from dlas.store.locks import wait_for_lock
 
 RUN = "run.json"
+PACKAGE = Path(__file__).resolve().parent.parent  # dlas/
 
 
 class ArtifactError(DLASError):
@@ -35,6 +37,18 @@ def config_key(*parts) -> str:
              for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_version(*packages: str, root: Path = PACKAGE) -> str:
+    """A hash of the sources of dlas/<package>/, for keys of outputs that depend on DLAS's own
+    code as much as on their config (compiled libraries and tuning records depend on the
+    lowering and the default schedules): changed code is never reused stale."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def read_json(path: Path):

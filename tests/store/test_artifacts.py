@@ -2,7 +2,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from dlas.store.artifacts import ArtifactStore, config_key
+from dlas.store.artifacts import ArtifactStore, code_version, config_key
 
 
 def test_config_key_is_stable_and_order_independent():
@@ -41,3 +41,14 @@ def test_a_new_output_replaces_the_stored_one(tmp_path):
     assert (store.path("compiled", "k") / "f").read_text() == "second"
     assert store.made_by("compiled", "k") == "b"
     assert os.listdir(tmp_path / "compiled") == ["k"]  # nothing old or temporary left
+
+
+def test_code_version_follows_the_sources(tmp_path):
+    (tmp_path / "codegen").mkdir()
+    (tmp_path / "codegen" / "a.py").write_text("x = 1\n")
+    before = code_version("codegen", root=tmp_path)
+    assert code_version("codegen", root=tmp_path) == before
+    (tmp_path / "codegen" / "a.py").write_text("x = 2\n")
+    code_version.cache_clear()  # (cached per process: sources do not change while DLAS runs)
+    assert code_version("codegen", root=tmp_path) != before
+    assert code_version("codegen", "primitives") != code_version("codegen")
