@@ -77,7 +77,9 @@ def tiny(structure: str) -> nn.Module:
     body = STRUCTURES[structure](8)
     head = [nn.Linear(32, 10)] if structure == "classifier" else \
         [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)]
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), body, *head)
+    # in-place ReLU as torchvision has it (the probe of the conv before it must not see it)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                        body, *head)
     return rescale(net).eval()
 
 

@@ -1,11 +1,12 @@
 """Layer-by-layer divergence of a compiled model from its PyTorch model (see README,
 "Divergence report"): `python -m dlas.codegen.divergence layer=value ...`."""
-from dlas.codegen.divergence.compare import Row, compare, first_departure, report
+from dlas.codegen.divergence.compare import (Row, compare, first_departure,
+                                              first_layer_departure, report)
 from dlas.codegen.divergence.probes import Probe, probe_graph
 from dlas.codegen.divergence.run import compile_graph, compiled_outputs, reference_outputs
 
 __all__ = ["Probe", "Row", "compare", "compile_graph", "compiled_outputs", "divergence",
-           "first_departure", "probe_graph", "reference_outputs", "report"]
+           "first_departure", "first_layer_departure", "probe_graph", "reference_outputs", "report"]
 
 
 def divergence(net, x, primitive, codegen, target, *, fmt: str, rtol: float, hardware=None,

@@ -58,6 +58,11 @@ def first_departure(rows: list[Row]) -> Row | None:
     return next((r for r in rows if r.departs), None)
 
 
+def first_layer_departure(rows: list[Row]) -> Row | None:
+    """The first int8 layer that computes differently from PyTorch's on the same input."""
+    return next((r for r in rows if r.departs and r.probe.input_probe), None)
+
+
 def describe(row: Row) -> str:
     p = row.probe
     what = {"int8": f"int8 input of {p.layer}",
@@ -87,6 +92,11 @@ def report(rows: list[Row], title: str = "") -> str:
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     out = ([title] if title else []) + [fmt(head)] + [fmt(line) for line in lines]
+    if any(r.probe.input_probe for r in rows):
+        layer = first_layer_departure(rows)
+        out.append("first layer off by more than one step on the same int8 input: "
+                   + (describe(layer) + f": {layer.more} of {layer.elements} elements, up to "
+                      f"{layer.max_steps:.3g} steps" if layer else "none"))
     first = first_departure(rows)
     if first is None:
         out.append("no probe departs by more than one step")

@@ -53,9 +53,38 @@ def module_path(node: fx.Node) -> str:
 
 
 def export_graph(net: torch.nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """`net` as an exported GraphModule (batch of `example`), int8 or float alike."""
+    """`net` as an exported GraphModule (batch of `example`), int8 or float alike, without
+    in-place ops."""
     with torch.no_grad():
-        return torch.export.export(net, (example,)).module()
+        return functional(torch.export.export(net, (example,)).module())
+
+
+def functional(gm: fx.GraphModule) -> fx.GraphModule:
+    """In-place ops (`relu_` of `ReLU(inplace=True)`) replaced by their functional twins,
+    later readers of the mutated tensor reading the new node. Otherwise a probe on a conv
+    output would hold its post-ReLU values in PyTorch (mutated) and in Relax (the importer
+    rebinds the mutated node), but not in a layer recomputed on the compiled input."""
+    position = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for node in list(gm.graph.nodes):
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        schema = target._schema
+        first = schema.arguments[0] if schema.arguments else None
+        if not (schema.name.endswith("_") and first is not None and first.alias_info is not None
+                and first.alias_info.is_write):
+            continue
+        packet = getattr(torch.ops.aten, schema.name.split("::")[-1][:-1], None)
+        twin = getattr(packet, target._overloadname, None) if packet is not None else None
+        if twin is None:
+            continue
+        mutated = node.args[0]
+        node.target = twin
+        for user in list(mutated.users):
+            if user is not node and position[user] > position[node]:
+                user.replace_input_with(mutated, node)
+    gm.recompile()
+    return gm
 
 
 def select(gm: fx.GraphModule, fmt: str) -> list[Probe]:
