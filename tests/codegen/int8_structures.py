@@ -53,8 +53,8 @@ class SqueezeExcite(nn.Module):  # EfficientNet / MNASNet-style channel attentio
         self.reduce, self.expand = nn.Conv2d(c, c // 2, 1), nn.Conv2d(c // 2, c, 1)
 
     def forward(self, x):
-        s = torch.sigmoid(self.expand(nn.functional.silu(self.reduce(x.mean((2, 3), keepdim=True)))))
-        return x * s
+        squeezed = nn.functional.silu(self.reduce(x.mean((2, 3), keepdim=True)))
+        return x * torch.sigmoid(self.expand(squeezed))
 
 
 class Classifier(nn.Module):  # VGG's head: max-pool, flatten, linear-relu-linear

@@ -3,10 +3,10 @@
 Differences are counted in steps: an int8 probe's step is its quantization scale (the
 difference of the int8 values is then an integer), a conv/linear output of an int8 model
 takes the step of the quantize it flows into (what one step of error is worth to the next
-int8 layer; its reference is PyTorch's layer on the compiled int8 input), and every other tensor (float models, the logits) takes `rtol` x its largest
-PyTorch magnitude, with `rtol` the deploy check's `logit_rtol` of the number format. An
-element is off by one step when its difference rounds to one step, by more when it rounds
-to more.
+int8 layer; its reference is PyTorch's layer on the compiled int8 input), and every other
+tensor (float models, the logits) takes `rtol` x its largest PyTorch magnitude, with `rtol`
+the deploy check's `logit_rtol` of the number format. An element is off by one step when
+its difference rounds to one step, by more when it rounds to more.
 """
 from __future__ import annotations
 
@@ -47,10 +47,9 @@ def compare(probes: list[Probe], reference: list[np.ndarray], compiled: list[np.
             step = probe.scale if probe.scale is not None else rtol * (ref_mag or 1.0)
             steps = diff / step
         rounded = np.rint(steps)
-        rows.append(Row(index, probe, int(diff.size), int((rounded == 1).sum()), int((rounded > 1).sum()),
-                        float(steps.max()) if steps.size else 0.0,
-                        float(diff.max(initial=0) / (ref_mag or 1.0)),
-                        float(step)))
+        rows.append(Row(index, probe, int(diff.size), int((rounded == 1).sum()),
+                        int((rounded > 1).sum()), float(steps.max(initial=0)),
+                        float(diff.max(initial=0) / (ref_mag or 1.0)), float(step)))
     return rows
 
 
@@ -77,12 +76,12 @@ def _percent(count: int, total: int) -> str:
 
 
 def report(rows: list[Row], title: str = "") -> str:
-    """The table (one line per probe, graph order) and the verdict line."""
+    """The table (one line per probe, graph order) and the verdict lines."""
     head = ("#", "probe", "kind", "layer", "via", "elements", "1 step", ">1 step", "max steps",
             "max rel")
     lines = [[str(r.index), r.probe.node, r.probe.kind, r.probe.layer, ",".join(r.probe.via),
-              str(r.elements), _percent(r.one_step, r.elements), _percent(r.more, r.elements), f"{r.max_steps:.3g}",
-              f"{r.max_rel:.3g}"] for r in rows]
+              str(r.elements), _percent(r.one_step, r.elements), _percent(r.more, r.elements),
+              f"{r.max_steps:.3g}", f"{r.max_rel:.3g}"] for r in rows]
     widths = [max(len(h), *(len(line[c]) for line in lines)) if lines else len(h)
               for c, h in enumerate(head)]
     right = {0, 5, 6, 7, 8, 9}

@@ -98,9 +98,9 @@ def select(gm: fx.GraphModule, fmt: str) -> list[Probe]:
             chosen[node] = Probe(node.name, "int8", ", ".join(module_path(u) for u in users)
                                  or "(no layer)", [], float(node.args[1]))
         elif name in LAYER_OPS:
-            out = node
-            if fmt != "int8" and len(node.users) == 1 and op_name(next(iter(node.users))) in NORM_OPS:
-                out = next(iter(node.users))
+            out, users = node, list(node.users)
+            if fmt != "int8" and len(users) == 1 and op_name(users[0]) in NORM_OPS:
+                out = users[0]
             source = node.args[0]
             fed = source.args[0] if op_name(source) == DEQUANTIZE else None
             chosen[out] = Probe(out.name, "layer", module_path(node), [],
