@@ -49,8 +49,6 @@ def point_config(overrides: list[str]):
 
 
 def run(cfg, samples: int) -> str:
-    import torch
-
     from dlas.codegen.divergence import divergence, report
     from dlas.compression.metrics import number_format
     from dlas.config import build
@@ -64,18 +62,18 @@ def run(cfg, samples: int) -> str:
     hardware = build(cfg, "hardware")
     with in_layer("hardware"):
         hardware.check()
-    torch.manual_seed(cfg.seed)
     net, _ = compressed_model(cfg, datamodule)
     fmt = number_format(net)
     rtol = float(cfg.logit_rtol[fmt])
     with in_layer("codegen"):
         rows = divergence(net, x, primitive, codegen, hardware.target, fmt=fmt, rtol=rtol,
                           hardware=hardware)
+    steps = (f"logit_rtol.{fmt}={rtol:g} x max|ref| of each tensor" if fmt != "int8" else
+             "int8 probes their scale; layer outputs the next quantize's scale, vs PyTorch's "
+             f"layer on the compiled int8 input; logits logit_rtol.int8={rtol:g} x max|ref|")
     title = (f"{cfg.dataset.name} {cfg.model.name} {cfg.compression.name} "
              f"{primitive.name}-{primitive.format} {codegen.name} {hardware.name} | {fmt}, "
-             f"{len(x)} samples | step: int8 probes their scale; int8 layer outputs the next "
-             f"quantize's scale, vs PyTorch's layer on the compiled int8 input; others "
-             f"logit_rtol.{fmt}={rtol:g} x max|ref|")
+             f"{len(x)} samples | step: {steps}")
     return report(rows, title)
 
 
