@@ -7,6 +7,7 @@ import torch
 import tvm
 from tvm.relax.frontend.torch import from_exported_program
 
+from dlas.codegen import batchnorm
 from dlas.codegen.pipeline import inference_passes
 from dlas.codegen.precision import float32_copy, to_float16
 from dlas.codegen.quantized import import_options as int8_import_options
@@ -39,8 +40,7 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
                         reason=_first_line(err)) from err
     try:
         mod = from_exported_program(program, keep_params_as_input=False,
-                                    unwrap_unit_return_tuple=True,
-                                    **(int8_import_options(program) if fmt == "int8" else {}))
+                                    unwrap_unit_return_tuple=True, **_options(program, fmt))
     except AssertionError as err:
         found = re.search(r"Unsupported function types \[(.*)\]", str(err))
         if found is None:
@@ -52,7 +52,18 @@ def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
     except Exception as err:
         raise DLASError("Relax import", type(model).__name__, layer="codegen",
                         reason=_first_line(err)) from err
+    batchnorm.check_epsilons(program, mod)
     return tvm.transform.Sequential(inference_passes())(mod)
+
+
+def _options(program: torch.export.ExportedProgram, fmt: str) -> dict:
+    """Importer options: int8 programs are imported undecomposed (quantized.py), so their
+    `aten.batch_norm` nodes need DLAS's converter (batchnorm.py)."""
+    if fmt != "int8":
+        return {}
+    options = int8_import_options(program)
+    options["custom_convert_map"] = {**options["custom_convert_map"], **batchnorm.convert_map()}
+    return options
 
 
 def _first_line(err: BaseException) -> str:
