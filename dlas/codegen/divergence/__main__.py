@@ -51,18 +51,17 @@ def point_config(overrides: list[str]):
 def run(cfg, samples: int) -> str:
     from dlas.codegen.divergence import divergence, report
     from dlas.compression.metrics import number_format
-    from dlas.config import build
     from dlas.errors import in_layer
     from dlas.stages.compress import compressed_model
+    from dlas.stages.deploy import plan
 
+    planned = plan(cfg)  # the point's layers, its settings checked, as deploy.py does
+    primitive, codegen, hardware = planned.primitive, planned.codegen, planned.hardware
     with in_layer("dataset"):
-        datamodule = build(cfg, "dataset")
-        x, _ = datamodule.eval_arrays(samples)
-    primitive, codegen = build(cfg, "primitive"), build(cfg, "codegen")
-    hardware = build(cfg, "hardware")
+        x, _ = planned.datamodule.eval_arrays(samples)
     with in_layer("hardware"):
         hardware.check()
-    net, _ = compressed_model(cfg, datamodule)
+    net, _ = compressed_model(cfg, planned.datamodule)
     fmt = number_format(net)
     rtol = float(cfg.logit_rtol[fmt])
     with in_layer("codegen"):
@@ -79,7 +78,7 @@ def run(cfg, samples: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from dlas.cli import fail
-    from dlas.errors import DLASError
+    from dlas.errors import ConfigError, DLASError
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         print(run(cfg, samples), flush=True)
     except DLASError as exc:
         layer = f"[{exc.layer}] " if exc.layer else ""
-        fail(f"{layer}{exc}", 1)
+        fail(f"{layer}{exc}", 2 if isinstance(exc, ConfigError) else 1)
 
 
 if __name__ == "__main__":
