@@ -134,8 +134,12 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     })
     rtol = cfg.logit_rtol[fmt]
     if diff > rtol * scale:
-        # the conv lowering is DLAS's own, so a wrong result is blamed on the primitive
-        raise DLASError("compiled logits", f"max |diff| {diff:.3g}", layer="primitive",
-                        reason=f"differ from PyTorch by more than logit_rtol.{fmt}={rtol} "
-                               f"x max|logit| ({scale:.3g})")
+        # import and lowering are both the compiler's (a misread batch-norm eps was the import's);
+        # the failed row keeps the measured metrics, and the divergence report finds the layer
+        err = DLASError("compiled logits", f"max |diff| {diff:.3g}", layer="codegen",
+                        reason=f"differ from PyTorch by more than logit_rtol.{fmt}={rtol} x "
+                               f"max|logit| ({scale:.3g}); `python -m dlas.codegen.divergence` "
+                               "with this point's overrides names the first layer that departs")
+        err.metrics = metrics
+        raise err
     return metrics

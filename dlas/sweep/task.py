@@ -90,8 +90,9 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             raise
         except Unsupported as exc:
             status, layer, reason = "unsupported", exc.layer, str(exc)
-        except DLASError as exc:
+        except DLASError as exc:  # (a point measured but refused keeps what was measured)
             status, layer, reason = "failed", exc.layer, str(exc)
+            metrics = getattr(exc, "metrics", None) or {}
         except Exception as exc:  # a crash inside a library: record it, keep the traceback on disk
             status, layer = "failed", layer_of(exc)
             trace = Path(cfg.paths.root) / "errors" / f"{key}.log"

@@ -1,5 +1,5 @@
 """Tiny versions of the structures the seven models are made of, int8-quantized once per
-test session (shared by test_divergence and test_batchnorm)."""
+test session (shared by test_divergence and test_import_batchnorm)."""
 from __future__ import annotations
 
 import functools

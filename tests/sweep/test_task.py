@@ -68,3 +68,16 @@ def test_failed_point_is_retried_on_rerun(make_cfg):
     assert run_point(cfg, flaky, raise_on_failure=False)["status"] == "failed"
     stage_ok.calls = 0
     assert run_point(cfg, stage_ok)["status"] == "ok" and stage_ok.calls == 1
+
+
+def test_a_point_measured_but_refused_keeps_its_metrics(make_cfg):
+    """e.g. compiled logits too far from PyTorch's: the row keeps accuracy and agreement."""
+    def refused(cfg, force=False):
+        err = DLASError("compiled logits", "max |diff| 3.68", layer="codegen", reason="differ")
+        err.metrics = {"accuracy_compiled": 0.878, "prediction_agreement": 0.889}
+        raise err
+
+    row = run_point(make_cfg(), refused, raise_on_failure=False)
+    assert row["status"] == "failed" and row["layer"] == "codegen"
+    stored = ResultsStore(make_cfg().paths.results).get(row["key"])
+    assert stored["metrics"]["prediction_agreement"] == 0.889
