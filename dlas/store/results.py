@@ -52,9 +52,15 @@ class ResultsStore:
         except OSError as exc:
             raise DLASError("paths.results", str(self.path), "a path in a writable folder",
                             reason=f"cannot create its folder: {exc.strerror or exc}") from None
-        with self._open() as db, db:
+        # one process at a time: switching to WAL takes a lock SQLite's busy timeout does not
+        # wait for ("database is locked" when two sweeps open a new store at once)
+        with wait_for_lock(self._locks / "schema.lock", "the results store"), self._open() as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+
+    @property
+    def _locks(self) -> Path:
+        return self.path.parent / f".{self.path.name}.locks"
 
     @contextmanager
     def _open(self):
@@ -73,8 +79,7 @@ class ResultsStore:
     @contextmanager
     def lock(self, key: str):
         """Hold point `key` against other processes using this store (waits for them)."""
-        with wait_for_lock(self.path.parent / f".{self.path.name}.locks" / f"{key}.lock",
-                           f"point {key}"):
+        with wait_for_lock(self._locks / f"{key}.lock", f"point {key}"):
             yield
 
     def record(self, key: str, *, status: str, layers: dict, sweep: str | None = None,

@@ -48,7 +48,7 @@ def _point(root: str, counter: str, sweep: str, start: float):
 
 
 def _run_together(target, *args_per_process):
-    ctx = mp.get_context("spawn")  # a fresh interpreter per process, as two sweeps are
+    ctx = mp.get_context("fork")  # two processes, as two sweeps are (fork: no second start-up)
     procs = [ctx.Process(target=target, args=args) for args in args_per_process]
     for p in procs:
         p.start()
@@ -66,7 +66,7 @@ def test_a_stage_output_is_computed_once_by_concurrent_processes(tmp_path):
 
 def test_a_point_is_measured_once_by_two_sweeps_and_belongs_to_both(tmp_path):
     counter = tmp_path / "count"
-    start = time.time() + 8  # after both have composed their configs
+    start = time.time() + 3  # after both have composed their configs
     _run_together(_point, (str(tmp_path), str(counter), "sweep-a", start),
                   (str(tmp_path), str(counter), "sweep-b", start))
     assert counter.read_text().count("measured") == 1
