@@ -66,7 +66,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
         if plan is not None:
             planned.append(plan(cfg))
     except Unsupported as exc:  # a combination that cannot run is a point, recorded as such
-        return _record(cfg, store, key, layers, sweep, "unsupported", exc.layer, str(exc), {},
+        return _record(layer_config(cfg), store, key, layers, sweep, "unsupported", exc.layer, str(exc), {},
                        time.time(), None, raise_on_failure)
 
     with store.lock(key):
@@ -100,7 +100,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             trace.write_text(traceback.format_exc())
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             reason = f"{type(exc).__name__}: {first} (traceback: {trace})"
-        return _record(cfg, store, key, layers, sweep, status, layer, reason, metrics, started,
+        return _record(config, store, key, layers, sweep, status, layer, reason, metrics, started,
                        tracker, raise_on_failure)
 
 
@@ -116,9 +116,8 @@ def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) ->
     return done
 
 
-def _record(cfg, store, key, layers, sweep, status, layer, reason, metrics, started, tracker,
+def _record(config, store, key, layers, sweep, status, layer, reason, metrics, started, tracker,
             raise_on_failure) -> dict:
-    config = layer_config(cfg)
     row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
                config=config, metrics=metrics, started=started)
     store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
