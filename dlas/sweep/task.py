@@ -66,8 +66,8 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
         if plan is not None:
             planned.append(plan(cfg))
     except Unsupported as exc:  # a combination that cannot run is a point, recorded as such
-        return _record(layer_config(cfg), store, key, layers, sweep, "unsupported", exc.layer, str(exc), {},
-                       time.time(), None, raise_on_failure)
+        return _record(layer_config(cfg), store, key, layers, sweep, "unsupported", exc.layer,
+                       str(exc), {}, time.time(), None, raise_on_failure)
 
     with store.lock(key):
         reused = _reusable(store, key, force, sweep)  # measured while we waited for the lock
