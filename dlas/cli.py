@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlas.errors import ConfigError, DLASError
+from dlas.errors import ConfigError, DLASError, first_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
@@ -65,8 +65,7 @@ def _hydra_message(exc: Exception) -> str:
         name = next((g for g in key.groups() if g), "?") if key else "?"
         return (f"{name}: no such setting (a typo? list the settings with --cfg job; "
                 f"use +{name}=... to add a new one)")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    return first
+    return first_line(exc, 1000)
 
 
 def _path_message(exc: OSError) -> str:
@@ -125,5 +124,5 @@ def entry(config_name: str, job: Callable[[DictConfig, str | None], object],
 def _yaml_message(exc) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = getattr(exc, "problem", None) or first_line(exc)
     return f"{where}: not valid YAML ({problem})"

@@ -72,5 +72,13 @@ class in_layer:
         return False
 
 
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-blank line of an error message, cut to `limit` characters: what a
+    one-line message or a results row can hold (an exception without text gives its type)."""
+    text = error if isinstance(error, str) else str(error)
+    empty = "" if isinstance(error, str) else type(error).__name__
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), empty)[:limit]
+
+
 def layer_of(exc: BaseException) -> str | None:
     return exc.layer if isinstance(exc, DLASError) else getattr(exc, "dlas_layer", None)

@@ -12,7 +12,7 @@ from dlas.codegen.pipeline import inference_passes
 from dlas.codegen.precision import float32_copy, to_float16
 from dlas.codegen.quantized import import_options as int8_import_options
 from dlas.compression.metrics import number_format
-from dlas.errors import DLASError
+from dlas.errors import DLASError, first_line
 
 
 def import_model(model: torch.nn.Module, example: torch.Tensor) -> tvm.IRModule:
@@ -67,5 +67,4 @@ def _options(program: torch.export.ExportedProgram, fmt: str) -> dict:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+    return f"{type(err).__name__}: {first_line(str(err))}"[:300]

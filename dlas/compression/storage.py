@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from dlas.errors import first_line
 from dlas.store.artifacts import ArtifactError, load_tensors, read_json
 
 WEIGHTS, STRUCTURE = "weights.pt", "structure.json"
@@ -56,7 +57,7 @@ def load_model(folder: Path, architecture: Callable[[], nn.Module]) -> nn.Module
         net.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, AttributeError, TypeError) as exc:
         raise ArtifactError(str(folder), reason="does not fit the configured architecture: "
-                               + str(exc).strip().splitlines()[0][:300]) from exc
+                               + first_line(exc)) from exc
     return net.eval()
 
 
@@ -130,8 +131,7 @@ def _load_program(folder: Path) -> torch.fx.GraphModule:
         program = deserialize(SerializedArtifact((folder / PROGRAM).read_bytes(), **tensors))
     except Exception as exc:  # a damaged or foreign graph: torch's errors come in many types
         raise ArtifactError(str(folder / PROGRAM), reason="not a readable exported program: "
-                               + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                               ) from exc
+                               + first_line(exc, 200)) from exc
     model = allow_train_eval(program.module())
     model.eval()
     return model

@@ -11,7 +11,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10
 
 from dlas.data.base import ClassificationDataModule, check_fraction, check_int
-from dlas.errors import DLASError
+from dlas.errors import DLASError, first_line
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -98,7 +98,7 @@ class CIFAR10DataModule(ClassificationDataModule):
             ds = cls(str(self.data_dir), train=train, download=self.download,
                      transform=self.make_transform(False))
         except RuntimeError as err:  # torchvision: not found or corrupted (md5), or download failed
-            reason = str(err).splitlines()[0]
+            reason = first_line(err)
             if self.verify and not self.download:  # the files exist (checked above): md5 differs
                 reason = ("files differ from the original archive (md5 check); set "
                           "dataset.verify=false for a copy that is not the original")

@@ -9,7 +9,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder, ImageNet
 
 from dlas.data.base import ClassificationDataModule, check_int
-from dlas.errors import DLASError
+from dlas.errors import DLASError, first_line
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -62,7 +62,7 @@ class ImageNetDataModule(ClassificationDataModule):
             return ImageFolder(str(folder), transform=transform)
         except (FileNotFoundError, RuntimeError) as err:  # no class folders / no images in them
             raise DLASError("dataset.data_dir", str(self.data_dir), EXPECTED,
-                            reason=f"{folder}: {str(err).splitlines()[0]}", layer="dataset") from err
+                            reason=f"{folder}: {first_line(err)}", layer="dataset") from err
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

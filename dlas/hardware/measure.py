@@ -17,7 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from dlas.errors import DLASError
+from dlas.errors import DLASError, first_line
 from dlas.hardware.calls import RETRYABLE, call_with_timeout
 
 DEVICES = ("cpu", "cuda", "opencl", "vulkan", "metal", "rocm")
@@ -71,7 +71,7 @@ class Measurement:
                     session.abandon()  # before the failed attempt's remote handles are freed
                 if attempt == self.retries or not hasattr(session, "reconnect"):
                     raise
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                reason = first_line(err)
                 retried.append(reason)
                 log.warning("measurement attempt %d failed (%s); retrying on a fresh session",
                             attempt + 1, reason)

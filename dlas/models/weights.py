@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from dlas.errors import DLASError, Unsupported
+from dlas.errors import DLASError, Unsupported, first_line
 
 
 def _state_dict_of(obj) -> dict:
@@ -32,12 +32,12 @@ def load_checkpoint(net: nn.Module, path: str | Path) -> nn.Module:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not a checkpoint"
         raise DLASError("model.weights", str(path), "a file written by torch.save(state_dict)",
-                        reason=f"cannot be read: {str(exc).splitlines()[0]}", layer="model") from exc
+                        reason=f"cannot be read: {first_line(exc)}", layer="model") from exc
     try:
         net.load_state_dict(_state_dict_of(obj))
     except RuntimeError as exc:
         raise DLASError("model.weights", str(path), "a checkpoint of the same model and num_classes",
-                        reason=str(exc).splitlines()[0] + " " + _first_problem(exc),
+                        reason=first_line(exc) + " " + _first_problem(exc),
                         layer="model") from exc
     return net
 

@@ -13,6 +13,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
+from dlas.errors import first_line
 from dlas.primitives.base import PRIMITIVE_KEY
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,10 @@ def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | 
                     sch.annotate(sch.get_sblock("root"), RULE_KEY, name)
                 return sch
             except s_tir.schedule.schedule.ScheduleError as err:
-                log.debug("%s: not applied (%s)", name, str(err).splitlines()[0][:200])
+                log.debug("%s: not applied (%s)", name, first_line(err, 200))
             except Exception as err:  # noqa: BLE001 - any failure means "leave it unscheduled"
                 log.warning("%s: schedule failed, function left unscheduled: %s: %s",
-                            name, type(err).__name__, str(err).splitlines()[0][:200])
+                            name, type(err).__name__, first_line(str(err), 200))
             return None
 
         def __repr__(self):

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from dlas.config import build
-from dlas.errors import in_layer
+from dlas.errors import first_line, in_layer
 from dlas.stages.force import NONE, Force
 from dlas.stages.keys import train_key
 from dlas.stages.produce import produce
@@ -30,7 +30,7 @@ def trained_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
             net.load_state_dict(load_tensors(out / WEIGHTS))
         except (RuntimeError, TypeError, AttributeError) as exc:  # not this model's weights
             raise ArtifactError(str(out / WEIGHTS), reason="does not fit the configured model: "
-                                + str(exc).strip().splitlines()[0][:200]) from None
+                                + first_line(exc, 200)) from None
         return net, read_json(out / "metrics.json")
 
     def compute():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlas.errors import DLASError
+from dlas.errors import DLASError, first_line
 from dlas.store.locks import wait_for_lock
 
 RUN = "run.json"
@@ -79,8 +79,7 @@ def _unpickling_problem(exc: Exception) -> str:
     """What torch's weights-only loader found, without its advice to load the file unsafely."""
     text = str(exc)
     _, found, rest = text.partition("WeightsUnpickler error:")
-    lines = [ln.strip() for ln in (rest if found else text).splitlines() if ln.strip()]
-    return (lines[0].split(". Please")[0] if lines else type(exc).__name__)[:200]
+    return first_line(rest if found else exc, 200).split(". Please")[0] or type(exc).__name__
 
 
 def file_digest(path: Path) -> str:

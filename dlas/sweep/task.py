@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlas.errors import ConfigError, DLASError, Unsupported, layer_of
+from dlas.errors import ConfigError, DLASError, Unsupported, first_line, layer_of
 from dlas.stages.force import Force
 from dlas.stages.keys import point_key
 from dlas.store.results import LAYERS, ResultsStore
@@ -98,8 +98,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             trace = Path(cfg.paths.root) / "errors" / f"{key}.log"
             trace.parent.mkdir(parents=True, exist_ok=True)
             trace.write_text(traceback.format_exc())
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            reason = f"{type(exc).__name__}: {first} (traceback: {trace})"
+            reason = f"{type(exc).__name__}: {first_line(str(exc))} (traceback: {trace})"
         return _record(config, store, key, layers, sweep, status, layer, reason, metrics, started,
                        tracker, raise_on_failure)
 
