@@ -16,13 +16,14 @@ def run(cfg, sweep=None):
 
 def check(cfg, sweep=None):
     from dlas.config import build, check_settings
+    from dlas.stages.compress import check as check_compression
     from dlas.stages.force import Force
 
     force = Force.of(cfg.force, "compress", sweep)
     check_settings(cfg)
-    build(cfg, "model", weights=None)
-    build(cfg, "compression")
-    return build(cfg, "dataset"), force
+    datamodule = build(cfg, "dataset")
+    check_compression(cfg, datamodule.input_shape)
+    return datamodule, force
 
 
 main = entry("compress", run, check)

@@ -16,10 +16,20 @@ from dlas.stages.force import NONE, Force
 from dlas.stages.keys import compress_key
 from dlas.stages.produce import produce
 from dlas.stages.train import trained_model
-from dlas.store.artifacts import read_json
+from dlas.store.artifacts import ArtifactStore, read_json
 from dlas.training import evaluate, fit
 
 log = logging.getLogger(__name__)
+
+
+def check(cfg: DictConfig, input_shape) -> None:
+    """Refuse settings the architecture cannot take (a layer left without channels...) on an
+    untrained copy, before any training; a stored compressed model has proven its settings."""
+    if ArtifactStore(cfg.paths.artifacts).exists("compressed", compress_key(cfg)):
+        return
+    with in_layer("compression"):
+        build(cfg, "compression").check(build(cfg, "model", weights=None),
+                                        torch.zeros(1, *input_shape))
 
 
 def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
@@ -32,9 +42,7 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
         net = load_model(out, architecture=lambda: build(cfg, "model", weights=None))
         return net, read_json(out / "metrics.json")
 
-    def compute():
-        with in_layer("compression"):  # settings the architecture cannot take: before training
-            compression.check(build(cfg, "model", weights=None), example)
+    def compute():  # (the recipe was checked against the architecture by the entry: check())
         net, train_metrics = trained_model(cfg, datamodule, force=force)
         val = datamodule.val_dataloader()
         start = time.perf_counter()

@@ -16,9 +16,10 @@ from dlas.compression.metrics import number_format
 from dlas.config import build, check_settings
 from dlas.errors import DLASError, in_layer
 from dlas.models.build import input_dtype
+from dlas.stages.compress import check as check_compression
 from dlas.stages.compress import compressed_model
 from dlas.stages.force import NONE, Force
-from dlas.stages.keys import compile_key, compress_key
+from dlas.stages.keys import compile_key
 from dlas.stages.produce import produce
 from dlas.store.artifacts import ArtifactError, ArtifactStore, file_digest, read_json
 
@@ -86,11 +87,7 @@ def plan(cfg: DictConfig) -> Plan:
     check_settings(cfg)
     with in_layer("dataset"):
         datamodule = build(cfg, "dataset")
-    compression = build(cfg, "compression")
-    if not ArtifactStore(cfg.paths.artifacts).exists("compressed", compress_key(cfg)):
-        with in_layer("compression"):  # (a sweep checks every point's recipe this way first)
-            compression.check(build(cfg, "model", weights=None),
-                              torch.zeros(1, *datamodule.input_shape))
+    check_compression(cfg, datamodule.input_shape)  # (a sweep checks every point this way first)
     return Plan(datamodule, build(cfg, "primitive"), build(cfg, "codegen"),
                 build(cfg, "hardware"), build(cfg, "measure"))
 
