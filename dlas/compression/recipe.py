@@ -102,13 +102,15 @@ class Compression:
             with frozen(model):
                 before = after = evaluate(model)
             tuned = bool(self.finetune_epochs and getattr(step, "finetunable", True))
+            fitted = {}
             if tuned:
-                finetune(model, self.finetune_epochs)
+                fitted = finetune(model, self.finetune_epochs) or {}
                 with frozen(model):
                     after = evaluate(model)
             model = step.finalize(model)
             entry = {"step": step.name, "acc_before_finetune": before,
-                     "acc_after_finetune": after, "finetuned": tuned}
+                     "acc_after_finetune": after, "finetuned": tuned,
+                     "budget_hit": bool(fitted.get("budget_hit"))}
             final = evaluate(model)  # finalizing may change results (int8 conversion)
             if final != after:
                 entry["acc_finalized"] = final

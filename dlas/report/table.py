@@ -168,7 +168,7 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     df["format"] = df["primitive_name"].str.split("-").str[1]
     for col in ("accuracy_compiled", "accuracy_torch", "size_bytes", "latency_ms_median",
                 "latency_ms_p90", "latency_ms_min", "latency_ms_max", "latency_ms_std",
-                "latency_cv", "tuning_s", "macs", "number_format", "noisy"):
+                "latency_cv", "tuning_s", "macs", "number_format", "noisy", "budget_hit"):
         if col not in df:
             df[col] = None
     numeric = [c for c in df.columns if c.startswith(("latency_", "accuracy_", "size_", "tuning_"))

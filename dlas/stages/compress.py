@@ -12,6 +12,7 @@ from dlas.compression import StepContext, model_metrics, stored_bytes
 from dlas.compression.storage import load_model, save_model
 from dlas.config import build
 from dlas.errors import in_layer
+from dlas.stages.curves import finish, stage_logging
 from dlas.stages.force import NONE, Force
 from dlas.stages.keys import compress_key
 from dlas.stages.produce import produce
@@ -48,10 +49,15 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
         start = time.perf_counter()
         log.info("compressing with %s (key %s)", compression.name, key)
 
+        runs = []
+
         def finetune(model, epochs):
-            trainer = build(cfg, "trainer", max_epochs=epochs)
+            logging = stage_logging(cfg, "compress", key, force)
+            trainer = build(cfg, "trainer", max_epochs=epochs, **logging)
             optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
-            return fit(model, datamodule, trainer, optimizer)
+            result = fit(model, datamodule, trainer, optimizer)
+            runs.extend(finish(logging).values())
+            return result
 
         with in_layer("compression"):
             context = StepContext(example=example, train_batches=datamodule.train_dataloader)
@@ -68,6 +74,13 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
             # parameters/MACs of the architecture, bytes of the weights as stored (int8: 1 each)
             **model_metrics(structure, example), "size_bytes": stored_bytes(net),
         }
+        metrics["compress_key"] = key
+        if runs:
+            metrics["compress_run_ids"] = ",".join(runs)
+        # a model that depends on the machine's speed (training or a fine-tuning stopped by
+        # trainer.max_time) is marked, and so is every row built on it
+        metrics["budget_hit"] = bool(train_metrics.get("budget_hit")) or any(
+            step.get("budget_hit") for step in steps)
         if steps:
             metrics["acc_before_finetune"] = steps[-1]["acc_before_finetune"]
             metrics["acc_after_finetune"] = steps[-1]["acc_after_finetune"]

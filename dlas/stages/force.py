@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from dlas.errors import ConfigError
 
@@ -38,6 +39,11 @@ class Force:
             raise ConfigError("force", value, valid, reason="which stages to recompute")
         first = {False: None, True: entry_stage, "all": "train"}.get(value, value)
         return cls(first, sweep or _PROCESS_RUN)
+
+    @property
+    def sweep_name(self) -> str | None:
+        """The sweep folder's name (the W&B group of its runs); None for a single run."""
+        return None if self.run == _PROCESS_RUN else Path(self.run).name
 
     def recomputes(self, stage: str) -> bool:
         return self.first is not None and STAGES.index(stage) >= STAGES.index(self.first)

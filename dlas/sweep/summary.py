@@ -31,8 +31,10 @@ def row_line(row: dict, reused: bool = False) -> str:
     if row["status"] != "ok":
         return f"{row['status']:<11} {point} | [{row.get('layer') or '?'}] {row.get('reason')}"
     tag = "ok (reused)" if reused else "ok"
+    # budget_hit: training stopped by trainer.max_time, so the model depends on machine speed
     return (f"{tag:<11} {point} | acc torch {_pct(m.get('accuracy_torch'))} "
-            f"compiled {_pct(m.get('accuracy_compiled'))} | size {_size(m.get('size_bytes'))} | "
+            f"compiled {_pct(m.get('accuracy_compiled'))}"
+            f"{' budget_hit' if m.get('budget_hit') else ''} | size {_size(m.get('size_bytes'))} | "
             f"latency {_latency(m)}")
 
 

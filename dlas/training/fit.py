@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Timer
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -91,9 +92,18 @@ def fit(net: nn.Module, datamodule: pl.LightningDataModule, trainer: pl.Trainer,
         metrics.pop("val_loss", None)
     net.eval()
     result = {"val_acc": metrics["val_acc"], "epochs": epochs, "steps": int(trainer.global_step),
-              "train_seconds": train_seconds}
+              "train_seconds": train_seconds, "budget_hit": _time_ran_out(trainer)}
     if "val_loss" in metrics:
         result["val_loss"] = metrics["val_loss"]
     if "train_loss" in metrics:
         result["train_loss"] = metrics["train_loss"]
     return result
+
+
+def _time_ran_out(trainer: pl.Trainer) -> bool:
+    """Whether `max_time` (Lightning's Timer) stopped the run before its epochs/steps were done."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None:
+        return False
+    remaining = timer.time_remaining("train")
+    return remaining is not None and remaining <= 0

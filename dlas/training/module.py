@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -33,7 +34,8 @@ def _missing_length_arg(factory: SchedulerFactory) -> str | None:
 
 
 class Classifier(pl.LightningModule):
-    """Cross-entropy training of `net`; logs train_loss, val_loss and val_acc per epoch.
+    """Cross-entropy training of `net`; logs train_loss, train_acc, train_samples_per_s,
+    val_loss and val_acc per epoch, and train_loss_step every log_every_n_steps.
 
     optimizer: a factory taking the parameters (a Hydra `_partial_: true` config).
     scheduler: optional factory taking the optimizer; it steps once per optimizer step, and
@@ -53,6 +55,7 @@ class Classifier(pl.LightningModule):
         self.last_val_epoch: int | None = None  # epoch of the latest completed validation
         self.recent_inputs: deque[torch.Tensor] = deque(maxlen=max(0, bn_batches))
         self.calibrated_at: int | None = None  # global_step of the latest BN recalibration
+        self.epoch_started, self.epoch_samples = time.perf_counter(), 0  # throughput
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -61,9 +64,23 @@ class Classifier(pl.LightningModule):
         x, y = batch
         if self.recent_inputs.maxlen:
             self.recent_inputs.append(x.detach())
-        loss = F.cross_entropy(self.net(x), y)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # for the logger's curves (every log_every_n_steps): per-step loss, accuracy per epoch
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("train_acc", (logits.argmax(1) == y).float().mean(), on_step=False,
+                 on_epoch=True, batch_size=len(y))
+        self.epoch_samples += len(y)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_started, self.epoch_samples = time.perf_counter(), 0
+
+    def on_train_epoch_end(self) -> None:
+        seconds = time.perf_counter() - self.epoch_started
+        if seconds > 0:
+            self.log("train_samples_per_s", self.epoch_samples / seconds)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

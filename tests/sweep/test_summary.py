@@ -21,3 +21,11 @@ def test_failures_grouped_by_layer_and_reason():
                       "  1 x unsupported [model] model.weights='DEFAULT': needs ImageNet",
                       "  1 x failed [hardware] tracker unreachable"]
     assert "(traceback: /out/errors/a1.log)" in table  # each point's own line keeps its file
+
+
+def test_a_point_on_a_model_stopped_by_max_time_says_so():
+    from dlas.sweep.summary import row_line
+
+    flagged = row("ok")
+    flagged["metrics"] = {**flagged["metrics"], "accuracy_torch": 0.5, "budget_hit": True}
+    assert "budget_hit" in row_line(flagged) and "budget_hit" not in row_line(row("ok"))
