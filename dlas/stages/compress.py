@@ -12,7 +12,7 @@ from dlas.compression import StepContext, model_metrics, stored_bytes
 from dlas.compression.storage import load_model, save_model
 from dlas.config import build
 from dlas.errors import in_layer
-from dlas.stages.curves import finish, stage_logging
+from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
 from dlas.stages.keys import compress_key
 from dlas.stages.produce import produce
@@ -52,11 +52,11 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
         runs = []
 
         def finetune(model, epochs):
-            logging = stage_logging(cfg, "compress", key, force)
-            trainer = build(cfg, "trainer", max_epochs=epochs, **logging)
             optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
-            result = fit(model, datamodule, trainer, optimizer)
-            runs.extend(finish(logging).values())
+            with stage_logging(cfg, "compress", key, force) as logging:
+                trainer = build(cfg, "trainer", max_epochs=epochs, **logging.trainer_args)
+                result = fit(model, datamodule, trainer, optimizer)
+            runs.append(logging.run_id)
             return result
 
         with in_layer("compression"):
@@ -75,8 +75,8 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
             **model_metrics(structure, example), "size_bytes": stored_bytes(net),
         }
         metrics["compress_key"] = key
-        if runs:
-            metrics["compress_run_ids"] = ",".join(runs)
+        if any(runs):
+            metrics["compress_run_ids"] = ",".join(filter(None, runs))
         # a model that depends on the machine's speed (training or a fine-tuning stopped by
         # trainer.max_time) is marked, and so is every row built on it
         metrics["budget_hit"] = bool(train_metrics.get("budget_hit")) or any(

@@ -8,39 +8,45 @@ reused ones included. The mode follows `logger.mode` (offline without an account
 """
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
 
 from dlas.stages.force import Force
-from dlas.sweep.tracking import resolve_mode
+from dlas.sweep.tracking import Tracker
 
 
-def stage_logging(cfg: DictConfig, job_type: str, key: str, force: Force) -> dict:
-    """Trainer arguments that log a stage's training to W&B: `logger` and `callbacks`
-    (learning rate per epoch); {"logger": False} when W&B is disabled."""
-    mode = resolve_mode(cfg.logger.mode)
-    if mode == "disabled":
-        return {"logger": False}
-    import wandb  # imported lazily: startup cost only when logging
+@dataclass
+class StageLogging:
+    trainer_args: dict = field(default_factory=lambda: {"logger": False})  # for the Trainer
+    run_id: str | None = None  # the W&B run's id; None when W&B is disabled
+
+
+@contextmanager
+def stage_logging(cfg: DictConfig, job_type: str, key: str, force: Force
+                  ) -> Iterator[StageLogging]:
+    """A W&B run for one training of a stage, finished when the block ends (exit code 1 if
+    it raised); inside, `trainer_args` attach it to a Trainer with the learning rate logged."""
+    tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                      mode=cfg.logger.mode, group=force.sweep_name, name=f"{job_type} {key}",
+                      config={"key": key, **OmegaConf.to_container(cfg, resolve=True)},
+                      directory=cfg.paths.wandb, job_type=job_type)
+    if tracker.run is None:
+        yield StageLogging()
+        return
+    from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import WandbLogger
 
-    directory = Path(cfg.paths.wandb)
-    directory.mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                         group=force.sweep_name, job_type=job_type, name=f"{job_type} {key}",
-                         save_dir=str(directory), offline=mode == "offline", log_model=False,
-                         config={"key": key, **OmegaConf.to_container(cfg, resolve=True)},
-                         reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
-    return {"logger": logger, "callbacks": [LearningRateMonitor(logging_interval="epoch")]}
-
-
-def finish(logging: dict) -> dict:
-    """End the stage's W&B run; its id for the stage's metrics ({} when not logging)."""
-    logger = logging.get("logger")
-    if not logger:
-        return {}
-    run = logger.experiment
-    run.finish()
-    return {"run_id": run.id}
+    # the run is made here and handed over: WandbLogger would otherwise reuse `wandb.run`,
+    # the point's own run, and log the curves into it
+    logger = WandbLogger(experiment=tracker.run, log_model=False)
+    try:
+        yield StageLogging({"logger": logger,
+                            "callbacks": [LearningRateMonitor(logging_interval="epoch")]},
+                           tracker.run.id)
+    except BaseException:
+        tracker.run.finish(exit_code=1)
+        raise
+    tracker.run.finish()

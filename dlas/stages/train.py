@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dlas.config import build
 from dlas.errors import first_line, in_layer
-from dlas.stages.curves import finish, stage_logging
+from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
 from dlas.stages.keys import train_key
 from dlas.stages.produce import produce
@@ -38,19 +38,17 @@ def trained_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
         log.info("training %s on %s (key %s)", cfg.model.name, cfg.dataset.name, key)
         pl.seed_everything(cfg.seed, workers=True)
         net = build(cfg, "model")  # built after seeding so the initial weights are reproducible
-        logging = stage_logging(cfg, "train", key, force)
-        trainer = build(cfg, "trainer", **logging)
         optimizer = build(cfg.optim, "optimizer")
         scheduler = build(cfg.optim, "scheduler") if cfg.optim.get("scheduler") else None
-        with in_layer("model"):
+        with in_layer("model"), stage_logging(cfg, "train", key, force) as logging:
+            trainer = build(cfg, "trainer", **logging.trainer_args)
             metrics = fit(net, datamodule, trainer, optimizer, scheduler)
         if metrics["budget_hit"]:
             log.warning("training %s stopped by trainer.max_time after %d epochs: the model "
                         "depends on this machine's speed (its rows say budget_hit)",
                         cfg.model.name, metrics["epochs"])
         # the key and W&B run go into every row built on this model: its run links them
-        return net, metrics | {"train_key": key} | {f"train_{k}": v
-                                                    for k, v in finish(logging).items()}
+        return net, metrics | {"train_key": key, "train_run_id": logging.run_id}
 
     def save(output, tmp):
         net, metrics = output

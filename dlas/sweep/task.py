@@ -75,7 +75,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             return reused
         config = layer_config(cfg)
         tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                          mode=cfg.logger.mode, group=sweep and Path(sweep).name,
+                          mode=cfg.logger.mode, group=sweep and Path(sweep).name, job_type="deploy",
                           name="/".join(str(v) for v in layers.values()), config=config,
                           directory=cfg.paths.wandb)
         started = time.time()

@@ -38,7 +38,7 @@ class Tracker:
     """A W&B run for one point; a no-op when mode is disabled (no wandb import at all)."""
 
     def __init__(self, *, project: str, mode: str, group: str | None, name: str, config: dict,
-                 directory: str, entity: str | None = None):
+                 directory: str, entity: str | None = None, job_type: str | None = None):
         self.mode = resolve_mode(mode)
         self.run = None
         if self.mode == "disabled":
@@ -47,6 +47,7 @@ class Tracker:
 
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=project, entity=entity, group=group, name=name,
+                              job_type=job_type,
                               config=config, dir=directory, mode=self.mode, reinit="create_new",
                               settings=wandb.Settings(silent=True, console="off"))
 

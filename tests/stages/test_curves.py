@@ -7,7 +7,7 @@ import torch
 
 from dlas.config import build
 from dlas.data import DigitsDataModule
-from dlas.stages.curves import finish, stage_logging
+from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
 from dlas.training import fit
 from tests.stages.wandb_records import offline_runs
@@ -18,15 +18,14 @@ def test_a_stage_logs_its_curves_to_an_offline_run(make_cfg, no_account, tmp_pat
     cfg = make_cfg("train", ["logger.mode=auto", "trainer.enable_progress_bar=false",
                              "trainer.log_every_n_steps=5", "trainer.precision=32-true"])
     force = Force.of(False, "train", str(tmp_path / "runs" / "sweep-7"))
-    logging = stage_logging(cfg, "train", "k123", force)
-    trainer = build(cfg, "trainer", max_epochs=2, **logging)
-    result = fit(small_cnn(), DigitsDataModule(image_size=16, batch_size=64), trainer,
-                 functools.partial(torch.optim.Adam, lr=1e-3))
-    ids = finish(logging)
+    with stage_logging(cfg, "train", "k123", force) as logging:
+        trainer = build(cfg, "trainer", max_epochs=2, **logging.trainer_args)
+        result = fit(small_cnn(), DigitsDataModule(image_size=16, batch_size=64), trainer,
+                     functools.partial(torch.optim.Adam, lr=1e-3))
 
     runs = offline_runs(tmp_path)
     run = runs["train k123"]
-    assert run["job_type"] == "train" and run["group"] == "sweep-7" and ids["run_id"]
+    assert run["job_type"] == "train" and run["group"] == "sweep-7" and logging.run_id
     assert "key" in run["config"] and not result["budget_hit"]
     logged = set().union(*run["history"])
     assert {"train_loss", "train_acc", "train_samples_per_s", "val_loss", "val_acc",
@@ -37,5 +36,5 @@ def test_a_stage_logs_its_curves_to_an_offline_run(make_cfg, no_account, tmp_pat
 
 def test_disabled_logging_attaches_nothing(make_cfg):
     cfg = make_cfg("train")  # (the fixture turns W&B off)
-    logging = stage_logging(cfg, "train", "k", NONE)
-    assert logging == {"logger": False} and finish(logging) == {}
+    with stage_logging(cfg, "train", "k", NONE) as logging:
+        assert logging.trainer_args == {"logger": False} and logging.run_id is None
