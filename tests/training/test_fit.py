@@ -173,3 +173,26 @@ def test_evaluate_feeds_a_half_net_half_inputs():
     loader = DataLoader(TensorDataset(x, y), batch_size=8)
     assert evaluate(net, loader) == 1.0
     assert evaluate(net.half(), loader) >= 0.9  # float32 batches cast to float16
+
+
+def test_same_config_same_weights_when_the_machine_is_busy(dm):
+    """Training stops by its epochs (max_time is only a guard), so load cannot change the model."""
+    import subprocess
+    import sys
+
+    def train():
+        torch.manual_seed(0)
+        net = small_cnn()
+        result = fit(net, dm, trainer(max_epochs=2, limit_train_batches=8, max_time={"hours": 1}),
+                     functools.partial(torch.optim.Adam, lr=1e-2), seed=0)
+        return net.state_dict(), result
+
+    quiet, first = train()
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the other core busy
+    try:
+        busy, second = train()
+    finally:
+        spin.kill()
+    assert not first["budget_hit"] and not second["budget_hit"]
+    assert first["steps"] == second["steps"] == 16
+    assert all(torch.equal(quiet[name], busy[name]) for name in quiet)
