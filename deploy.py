@@ -5,7 +5,10 @@ from dlas.cli import entry
 def run(cfg, sweep=None):
     from dlas.stages.deploy import deploy, plan  # heavy (torch, TVM): not needed to reject bad configs
     from dlas.sweep import run_point
+    from dlas.sweep.remeasure import remeasure, rounds_of
 
+    if sweep is None:  # (a sweep re-times all its points first, interleaved: RemeasurePoints)
+        remeasure([cfg], rounds_of(cfg.remeasure))
     return run_point(cfg, deploy, plan=plan, sweep=sweep, raise_on_failure=sweep is None)
 
 
@@ -14,7 +17,10 @@ def check(cfg):
     from dlas.stages.deploy import plan
     from dlas.stages.force import Force
 
+    from dlas.sweep.remeasure import rounds_of
+
     Force.of(cfg.force, "compile")
+    rounds_of(cfg.remeasure)
     plan(cfg)
 
 

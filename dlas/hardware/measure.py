@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class MeasureResult:
     logits: np.ndarray                 # [N, classes], one row per input sample
     latency: dict = field(default_factory=dict)  # latency_ms_* stats, noisy, upload_s, ...
+    times_ms: np.ndarray | None = None  # each timed repeat (what the stats summarise)
 
 
 class Measurement:
@@ -140,9 +141,10 @@ class Measurement:
             return evaluator(x)
 
         bench = self._call(timing, "time_evaluator", timing_s)
-        latency = latency_stats(np.asarray(bench.results) * 1e3, self.noisy_cv)
+        times_ms = np.asarray(bench.results) * 1e3
+        latency = latency_stats(times_ms, self.noisy_cv)
         latency.update(upload_s=upload_s, load_s=load_s, call_ms=call_s * 1e3)
-        return MeasureResult(logits=logits, latency=latency)
+        return MeasureResult(logits=logits, latency=latency, times_ms=times_ms)
 
 
 def latency_stats(times_ms: np.ndarray, noisy_cv: float) -> dict:

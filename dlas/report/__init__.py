@@ -18,7 +18,8 @@ from dlas.store.results import LAYERS
 POINT_COLUMNS = ["key", "sweep", "status", *LAYERS, "fail_layer", "reason", "number_format",
                  "accuracy", "accuracy_torch", "size_mib", "size_bytes", "params", "macs",
                  "weight_sparsity", "latency_ms", "latency_ms_p90", "latency_ms_min",
-                 "latency_ms_max", "latency_ms_std", "latency_cv", "noisy", "budget_hit",
+                 "latency_ms_max", "latency_ms_std", "latency_cv", "latency_round_spread",
+                 "noisy", "budget_hit",
                  "tuning_s", "compile_s"]
 OBS_CSV = {"uncorrelated": "correlations.csv", "speedup_hardware": "speedup_hardware.csv",
            "tuning_flip": "tuning_flips.csv", "quantization_flip": "quantization_flips.csv"}

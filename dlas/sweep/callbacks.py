@@ -64,6 +64,21 @@ class CheckPoints(Callback):
                 fail(f"{exc} [sweep point: {' '.join(overrides)}]", 2)
 
 
+class RemeasurePoints(Callback):
+    """`deploy.py -m ... remeasure=N`: before the jobs run, re-time every stored point of the
+    sweep in N interleaved rounds (dlas.sweep.remeasure); the jobs then find their rows
+    measured by this sweep, and compile and measure only the points not stored yet."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if (config.hydra.job.config_name != "deploy" or not config.get("remeasure")
+                or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER):
+            return
+        from dlas.sweep.remeasure import remeasure, rounds_of
+
+        jobs = [job for _, job in sweep_configs(config)]
+        remeasure(jobs, rounds_of(config.remeasure), sweep=config.hydra.sweep.dir)
+
+
 class SweepSummary(Callback):
     """A progress line after every job of a multirun; at its end one line per point, the
     failures by layer and reason, and exit 1 if any point failed.

@@ -78,6 +78,20 @@ def test_sweep_killed_midway_resumes_without_duplicates(tmp_path):
     assert proc.returncode == 0 and out.count("ok (reused)") == 2, out
     assert time.perf_counter() - start < 60
 
+    # re-timed without compiling, the points interleaved round by round
+    libs = {p: p.stat().st_mtime_ns for p in tmp_path.glob("artifacts/compiled/*/model.so")}
+    proc = sweep(tmp_path, "compression=none,unstructured", "remeasure=2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.count("ok (reused)") == 2, out
+    order = [line.split("remeasure ")[1][:20] for line in out.splitlines() if "remeasure round" in line]
+    assert order == ["round 1/2, point 1/2", "round 1/2, point 2/2", "round 2/2, point 1/2",
+                     "round 2/2, point 2/2"], out
+    assert {p: p.stat().st_mtime_ns for p in libs} == libs and len(libs) == 2
+    for row in ResultsStore(tmp_path / "results.sqlite").rows():
+        m = row["metrics"]
+        assert len(m["latency_round_medians"]) == len(m["load_avg_rounds"]) == 2
+        assert m["latency_repeats"] == 4 and m["latency_round_spread"] >= 0
+
 
 def test_failing_point_does_not_stop_the_sweep(tmp_path, monkeypatch, free_port):
     monkeypatch.setenv("DLAS_TRACKER_PORT", str(free_port))  # the board's tracker is not there

@@ -36,6 +36,7 @@ def one_line(out) -> str:
     (["compression=channel", "compression.ratio=0.99"],
      "compression.ratio=0.99: layer conv1 (64 channels) would keep 0 channels"),
     (["force=bogus"], "force='bogus'"),
+    (["remeasure=-1"], "remeasure=-1 (valid: false, true (3 rounds) or a number of rounds"),
 ])
 def test_a_bad_setting_is_refused_before_training_and_is_no_row(overrides, expected, make_cfg):
     cfg = make_cfg(overrides=["debug=fast", *overrides])
