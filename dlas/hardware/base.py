@@ -23,9 +23,9 @@ from dlas.hardware.local_rpc import LocalRPC, terminate_on_sigterm
 from dlas.hardware.session import RemoteSession
 from dlas.hardware.tracker import check_key
 
-DEVICES = ("cpu", "gpu")
+DEVICE_CHOICES = ("cpu", "gpu")  # the `hardware.device` setting
 # Target kind -> the runtime device its code runs on (the name RPCSession / tvm.device use).
-RUNTIME_DEVICES = {"llvm": "cpu", "c": "cpu", "cuda": "cuda", "opencl": "opencl",
+RUNTIME_DEVICE = {"llvm": "cpu", "c": "cpu", "cuda": "cuda", "opencl": "opencl",
                    "vulkan": "vulkan", "metal": "metal", "rocm": "rocm"}
 CPU_KINDS = ("llvm", "c")
 
@@ -83,8 +83,8 @@ class Hardware:
                  tracker_port: int | None = None, connect_timeout_s: float = 10,
                  session_timeout_s: float = 600, request_timeout_s: float | None = None,
                  startup_timeout_s: float = 60):
-        if device not in DEVICES:
-            raise DLASError("hardware.device", device, DEVICES, layer="hardware")
+        if device not in DEVICE_CHOICES:
+            raise DLASError("hardware.device", device, DEVICE_CHOICES, layer="hardware")
         if not key or not isinstance(key, str):
             raise DLASError("hardware.key", key, "a non-empty RPC key string", layer="hardware")
         if (tracker_host is None) != (tracker_port is None):
@@ -100,10 +100,10 @@ class Hardware:
         kind = self.target.kind.name
         if (device == "cpu") != (kind in CPU_KINDS):
             raise DLASError("hardware.target", kind, CPU_KINDS if device == "cpu" else
-                            sorted(set(RUNTIME_DEVICES) - set(CPU_KINDS)), layer="hardware",
+                            sorted(set(RUNTIME_DEVICE) - set(CPU_KINDS)), layer="hardware",
                             reason=f"does not run on device={device!r}")
-        if kind not in RUNTIME_DEVICES:
-            raise DLASError("hardware.target", kind, sorted(RUNTIME_DEVICES), layer="hardware",
+        if kind not in RUNTIME_DEVICE:
+            raise DLASError("hardware.target", kind, sorted(RUNTIME_DEVICE), layer="hardware",
                             reason="DLAS cannot run this target kind over RPC")
         self.tracker_host, self.tracker_port = tracker_host, tracker_port
         self.connect_timeout_s, self.session_timeout_s = connect_timeout_s, session_timeout_s
@@ -112,7 +112,7 @@ class Hardware:
     @property
     def runtime_device(self) -> str:
         """The device name Measurement.run needs: cpu, cuda, opencl, ..."""
-        return RUNTIME_DEVICES[self.target.kind.name]
+        return RUNTIME_DEVICE[self.target.kind.name]
 
     @property
     def is_local(self) -> bool:

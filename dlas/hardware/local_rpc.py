@@ -49,7 +49,6 @@ class LocalRPC:
         self.proc: subprocess.Popen | None = None
         self.tmp: Path | None = None
         self.host, self.port, self.server_port = HOST, None, None
-        self.startup_s = None  # seconds from spawn to a free server under the key
 
     def _env(self) -> dict:
         env = {**os.environ, "TMPDIR": str(self.tmp)}
@@ -62,7 +61,6 @@ class LocalRPC:
         return self.proc.pid if self.proc else None
 
     def start(self) -> LocalRPC:
-        t0 = time.perf_counter()
         # The server's session work dirs (uploaded libraries) go under tmp, removed in stop().
         self.tmp = Path(tempfile.mkdtemp(prefix="dlas-rpc-"))
         tracker_port, server_port = _free_ports(2)
@@ -87,7 +85,6 @@ class LocalRPC:
         except BaseException:  # KeyboardInterrupt, SIGTERM: clean up and let it through
             self.stop()
             raise
-        self.startup_s = time.perf_counter() - t0
         return self
 
     def _read_ports(self) -> tuple[int, int]:

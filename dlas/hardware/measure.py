@@ -18,9 +18,9 @@ import tvm
 from tvm import relax
 
 from dlas.errors import DLASError, first_line
+from dlas.hardware.base import RUNTIME_DEVICE
 from dlas.hardware.calls import RETRYABLE, call_with_timeout
 
-DEVICES = ("cpu", "cuda", "opencl", "vulkan", "metal", "rocm")
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +51,9 @@ class Measurement:
         self.retries, self.noisy_cv = int(retries), float(noisy_cv)
 
     def run(self, session, lib_path, inputs: np.ndarray, *, device: str = "cpu") -> MeasureResult:
-        if device not in DEVICES:
-            raise DLASError("measure device", device, DEVICES, layer="hardware")
+        devices = tuple(dict.fromkeys(RUNTIME_DEVICE.values()))
+        if device not in devices:
+            raise DLASError("measure device", device, devices, layer="hardware")
         lib_path = Path(lib_path)
         if not lib_path.is_file():
             raise DLASError("compiled library", str(lib_path), "an exported .so file",

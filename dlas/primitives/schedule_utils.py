@@ -79,18 +79,6 @@ def fuse_and_parallelize(sch: s_tir.Schedule, loops: list[LoopRV], *,
     return fused
 
 
-def vectorize_innermost(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
-    """Vectorise `loop`, splitting off `lanes` when it is longer and divisible by them."""
-    ext = extent(sch, loop)
-    if ext is None or ext < 2:
-        return
-    if ext > lanes:
-        if ext % lanes:
-            return  # a tail would need a predicate the vectoriser cannot handle
-        _, loop = sch.split(loop, factors=[None, lanes])
-    sch.vectorize(loop)
-
-
 def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, *,
                        parallel_min_elems: int) -> None:
     """Parallel fused outer loops, vectorised innermost loop, for one spatial root block.
