@@ -74,7 +74,10 @@ class Hardware:
     tracker_host / tracker_port: None starts a private tracker + server on 127.0.0.1;
     connect_timeout_s: limit for reaching the tracker; session_timeout_s: the server ends a
     session after this long (0: never), so it must cover one whole measurement;
-    request_timeout_s: how long to wait for a free server (default: session_timeout_s).
+    request_timeout_s: how long to wait for a free server (default: session_timeout_s);
+    machine: the physical machine, when several hardware configs are variants of one (ISA
+    level, threads: local, local_avx2, local_1thread); default: the name. Rows record it and
+    the report says when the hardware it compares are variants of one machine.
     """
 
     def __init__(self, name: str, device: str = "cpu", key: str = "local", target=None,
@@ -82,7 +85,7 @@ class Hardware:
                  tracker_host: str | None = None,
                  tracker_port: int | None = None, connect_timeout_s: float = 10,
                  session_timeout_s: float = 600, request_timeout_s: float | None = None,
-                 startup_timeout_s: float = 60):
+                 startup_timeout_s: float = 60, machine: str | None = None):
         if device not in DEVICE_CHOICES:
             raise DLASError("hardware.device", device, DEVICE_CHOICES, layer="hardware")
         if not key or not isinstance(key, str):
@@ -92,6 +95,7 @@ class Hardware:
             raise DLASError(f"hardware.{missing}", None, layer="hardware",
                             valid="both tracker_host and tracker_port, or neither (local)")
         self.name, self.device, self.key, self.cc = name, device, key, cc
+        self.machine = machine or name
         if targets is not None:
             target, host = _pick(targets, device, target, host)
         self.host = make_target(host, "hardware.host") if host is not None else None

@@ -69,7 +69,25 @@ def uncorrelated(ok: pd.DataFrame) -> Observation:
         say(r) for r in tested.itertuples()) + ".", rule, table)
 
 
-def speedup_depends_on_hardware(sp: pd.DataFrame) -> Observation:
+def machines(ok: pd.DataFrame) -> dict[str, str]:
+    """Hardware label -> the physical machine it ran on (rows' `hardware_machine`; rows
+    without it: the label itself)."""
+    if "hardware_machine" not in ok:
+        return {}
+    return {h: m for h, m in zip(ok["hardware"], ok["hardware_machine"]) if isinstance(m, str)}
+
+
+def _variants_note(labels, machine_of: dict[str, str]) -> str:
+    by_machine: dict[str, list[str]] = {}
+    for label in sorted(set(labels)):
+        by_machine.setdefault(machine_of.get(label, label), []).append(label)
+    shared = [(m, hw) for m, hw in sorted(by_machine.items()) if len(hw) > 1]
+    return "".join(f" {', '.join(hw)} are variants of one machine ({m}: ISA level or threads), "
+                   f"not different hardware." for m, hw in shared)
+
+
+def speedup_depends_on_hardware(sp: pd.DataFrame, machine_of: dict[str, str] | None = None
+                                ) -> Observation:
     claim = "Compression's speedup depends on the hardware"
     rule = (f"Speedup = median latency of `none` / of the technique, same other layers. For each "
             f"technique, over the configurations (dataset, model, primitive, codegen) measured on "
@@ -86,7 +104,8 @@ def speedup_depends_on_hardware(sp: pd.DataFrame) -> Observation:
         have = ", ".join(sorted(sp["hardware"].unique()))
         return Observation("speedup_hardware", claim, NOT_ENOUGH,
                            f"Speedups were measured on one hardware per configuration only "
-                           f"(hardware: {have}); needs the same points on ≥ 2 hardware.", rule,
+                           f"(hardware: {have}); needs the same points on ≥ 2 hardware."
+                           + _variants_note(sp["hardware"], machine_of or {}), rule,
                            stats.ranges(sp, ["compression", "hardware"]))
     table = stats.ranges(matched, ["compression", "hardware"])
     parts, depends = [], 0
@@ -102,7 +121,7 @@ def speedup_depends_on_hardware(sp: pd.DataFrame) -> Observation:
     verdict = HOLDS if depends else DOES_NOT_HOLD
     return Observation("speedup_hardware", claim, verdict,
                        f"Hardware-dependent for {depends} of {n} techniques. " + "; ".join(parts)
-                       + ".", rule, table)
+                       + "." + _variants_note(table["hardware"], machine_of or {}), rule, table)
 
 
 def _flip_summary(flips: pd.DataFrame, what: str, a: str, b: str) -> tuple[str, str]:
@@ -156,5 +175,6 @@ def quantization_changes_best_primitive(ok: pd.DataFrame) -> Observation:
 
 
 def check_all(ok: pd.DataFrame, sp: pd.DataFrame) -> list[Observation]:
-    return [uncorrelated(ok), speedup_depends_on_hardware(sp), tuning_changes_best_primitive(ok),
+    return [uncorrelated(ok), speedup_depends_on_hardware(sp, machines(ok)),
+            tuning_changes_best_primitive(ok),
             quantization_changes_best_primitive(ok)]

@@ -112,6 +112,7 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     metrics["measure_s"] = time.perf_counter() - start
     metrics.update(result.latency)
     metrics["target"] = str(hardware.target)
+    metrics["hardware_machine"] = hardware.machine
     metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     fmt = number_format(net)

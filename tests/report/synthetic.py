@@ -49,7 +49,8 @@ def _config(row: dict) -> dict:
 
 
 def grid_store(path: Path, *, hardware=tuple(HARDWARE), codegens=("untuned", "autoschedule"),
-               compressions=tuple(STEPS), sweep: str = "/runs/multirun_1") -> ResultsStore:
+               compressions=tuple(STEPS), sweep: str = "/runs/multirun_1",
+               machines: dict | None = None) -> ResultsStore:
     store = ResultsStore(path)
     i = 0
     for model, base in MODELS.items():
@@ -71,6 +72,8 @@ def grid_store(path: Path, *, hardware=tuple(HARDWARE), codegens=("untuned", "au
                             "number_format": "int8" if comp == "int8" else "float32"}
                         if codegen == "autoschedule":
                             metrics["tuning_s"] = 30.0
+                        if machines:
+                            metrics["hardware_machine"] = machines[hw]
                         i += 1
                         store.record(f"p{i}", status="ok", layers=layers, sweep=sweep,
                                      config=_config(layers), metrics=metrics, started=float(i))

@@ -67,3 +67,12 @@ def test_correlation_verdicts(tmp_path):
     assert o.verdict == obs.HOLDS
     assert o.table.set_index(["x", "y"]).loc[("size_mib", "latency_ms"), "rho"] == \
         pytest.approx(1 - 6 * 24 / 210)
+
+
+def test_hardware_variants_of_one_machine_are_named_as_such(tmp_path):
+    path = tmp_path / "r.sqlite"
+    grid_store(path, machines={"local": "local", "board": "local"})
+    statistic = checks(path)["speedup_hardware"].statistic
+    assert "board, local are variants of one machine (local: ISA level or threads)" in statistic
+    grid_store(tmp_path / "apart.sqlite", machines={"local": "local", "board": "board"})
+    assert "variants" not in checks(tmp_path / "apart.sqlite")["speedup_hardware"].statistic
