@@ -48,7 +48,7 @@ def test_sweep_expands_to_the_claimed_jobs(composer, experiment):
             assert value in group_options(key), f"{experiment}: no {key} config {value!r}"
 
 
-@pytest.mark.parametrize("experiment", ["smoke", "study_local"])
+@pytest.mark.parametrize("experiment", ["smoke", "study_local", "gpu_check"])
 def test_local_sweeps_have_the_claimed_distinct_points(composer, experiment):
     """Each job composed as Hydra composes it; jobs whose point key is equal are one point."""
     jobs = sweep_jobs(OmegaConf.to_container(composer([f"experiment={experiment}"])
