@@ -1,6 +1,6 @@
 """The report mirrored in W&B: one run (job_type "report") in the sweep's group, with every
 table as a wandb.Table, every figure as a wandb.Image and the observations' verdicts in its
-summary. The mode follows the per-point runs (dlas.sweep.tracking): offline unless this
+summary. The mode follows the per-point runs (dlas.sweep.wandb_runs): offline unless this
 machine is logged in, `disabled` logs nothing; never a prompt."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 from dlas.store.results import LAYERS
-from dlas.sweep.tracking import resolve_mode
+from dlas.sweep.wandb_runs import resolve_mode
 
 log = logging.getLogger(__name__)
 
 
 def group_of(info: dict, df: pd.DataFrame) -> str | None:
-    """The W&B group of the points' runs: the sweep folder's name (as Tracker names it)."""
+    """The W&B group of the points' runs: the sweep folder's name (as WandbRun names it)."""
     sweep = info.get("sweep")
     if sweep is None:
         sweeps = {s for s in df["sweep"].dropna().unique()}

@@ -22,7 +22,7 @@ from dlas.stages.keys import point_key
 from dlas.store.results import LAYERS, ResultsStore
 from dlas.sweep.environment import environment
 from dlas.sweep.summary import row_line
-from dlas.sweep.tracking import Tracker
+from dlas.sweep.wandb_runs import WandbRun
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,19 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
         if reused:
             return reused
         config = layer_config(cfg)
-        tracker = Tracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                          mode=cfg.logger.mode, group=sweep and Path(sweep).name, job_type="deploy",
-                          name="/".join(str(v) for v in layers.values()), config=config,
-                          directory=cfg.paths.wandb)
+        wandb_run = WandbRun(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                             mode=cfg.logger.mode, group=sweep and Path(sweep).name,
+                             job_type="deploy", name="/".join(str(v) for v in layers.values()),
+                             config=config, directory=cfg.paths.wandb)
         started = time.time()
         status, layer, reason, metrics = "ok", None, None, {}
         try:
             metrics = stage(cfg, *planned, force=force)
         except ConfigError:
-            tracker.finish("failed", {**layers, "status": "config error"})
+            wandb_run.finish("failed", {**layers, "status": "config error"})
             raise
         except KeyboardInterrupt:  # no row: an earlier row of the point stays as it was
-            tracker.finish("failed", {**layers, "status": "interrupted"})
+            wandb_run.finish("failed", {**layers, "status": "interrupted"})
             raise
         except Unsupported as exc:
             status, layer, reason = "unsupported", exc.layer, str(exc)
@@ -100,7 +100,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             trace.write_text(traceback.format_exc())
             reason = f"{type(exc).__name__}: {first_line(str(exc))} (traceback: {trace})"
         return _record(config, store, key, layers, sweep, status, layer, reason, metrics, started,
-                       tracker, raise_on_failure)
+                       wandb_run, raise_on_failure)
 
 
 def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) -> dict | None:
@@ -115,15 +115,15 @@ def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) ->
     return done
 
 
-def _record(config, store, key, layers, sweep, status, layer, reason, metrics, started, tracker,
+def _record(config, store, key, layers, sweep, status, layer, reason, metrics, started, wandb_run,
             raise_on_failure) -> dict:
     row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
                config=config, metrics=metrics, started=started)
     store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
                  config=config, metrics=metrics, env=environment(metrics.get("target")),
                  started=started)
-    if tracker is not None:
-        tracker.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
+    if wandb_run is not None:
+        wandb_run.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
                                 **metrics})
     print(row_line(row), flush=True)
     if status != "ok" and raise_on_failure:

@@ -34,8 +34,9 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-class Tracker:
-    """A W&B run for one point; a no-op when mode is disabled (no wandb import at all)."""
+class WandbRun:
+    """A W&B run (a point's, or a stage's training: dlas.stages.curves); a no-op when mode is
+    disabled (no wandb import at all)."""
 
     def __init__(self, *, project: str, mode: str, group: str | None, name: str, config: dict,
                  directory: str, entity: str | None = None, job_type: str | None = None):

@@ -2,7 +2,7 @@
 import pytest
 
 from dlas.errors import DLASError
-from dlas.sweep.tracking import Tracker, resolve_mode
+from dlas.sweep.wandb_runs import WandbRun, resolve_mode
 
 
 def test_auto_is_offline_without_credentials(no_account, monkeypatch, tmp_path):
@@ -16,16 +16,16 @@ def test_auto_is_offline_without_credentials(no_account, monkeypatch, tmp_path):
 
 
 def test_offline_run_is_written_and_finished(no_account, tmp_path):
-    tracker = Tracker(project="dlas-test", mode="auto", group="sweep-1", name="a/b",
+    wandb_run = WandbRun(project="dlas-test", mode="auto", group="sweep-1", name="a/b",
                       config={"model": {"name": "resnet18"}}, directory=str(tmp_path / "wb"))
-    assert tracker.mode == "offline"
-    tracker.finish("ok", {"latency_ms_median": 1.5, "model": "resnet18", "nested": {"x": 1}})
+    assert wandb_run.mode == "offline"
+    wandb_run.finish("ok", {"latency_ms_median": 1.5, "model": "resnet18", "nested": {"x": 1}})
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
 
 
 def test_disabled_writes_nothing(tmp_path):
-    tracker = Tracker(project="p", mode="disabled", group=None, name="n", config={},
+    wandb_run = WandbRun(project="p", mode="disabled", group=None, name="n", config={},
                       directory=str(tmp_path / "wb"))
-    tracker.finish("failed", {})
+    wandb_run.finish("failed", {})
     assert not (tmp_path / "wb").exists()
