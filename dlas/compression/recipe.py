@@ -119,6 +119,14 @@ class Compression:
                 structure = model
         return model, structure, log
 
+    def base(self) -> str:
+        """The recipe without its number-format steps, e.g. `UnstructuredPruning(ratio=0.9)`
+        for unstructured_int8, `none` for int8: what pairs a float and a quantized point."""
+        kept = [step for step in self.steps if not getattr(step, "quantizes", False)]
+        return "+".join(type(step).__name__ + (f"(ratio={step.ratio})"
+                                               if getattr(step, "ratio", None) is not None else "")
+                        for step in kept) or "none"
+
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """Each step's check of its settings against the architecture (an untrained `model`)."""
         for step in self.steps:

@@ -125,7 +125,12 @@ def _variant_labels(rows: list[dict], layer: str) -> list[str]:
 
 def compression_base(row: dict) -> str:
     """The recipe without its quantization step: `unstructured_int8` -> the pruning it
-    shares with `unstructured` (same ratio), `int8` -> none. Pairs float and quantized points."""
+    shares with `unstructured` (same ratio), `int8` -> none. Pairs float and quantized points.
+    The compress stage records it (Compression.base); rows stored before it did are read from
+    the recipe's config."""
+    recorded = (row.get("metrics") or {}).get("compression_base")
+    if recorded:
+        return recorded
     comp = (row["config"] or {}).get("compression") or {}
     steps = comp.get("steps")
     if isinstance(steps, list) and steps:

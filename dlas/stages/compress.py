@@ -75,6 +75,7 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
             **model_metrics(structure, example), "size_bytes": stored_bytes(net),
         }
         metrics["compress_key"] = key
+        metrics["compression_base"] = compression.base()  # (the report pairs points by it)
         if any(runs):
             metrics["compress_run_ids"] = ",".join(filter(None, runs))
         # a model that depends on the machine's speed (training or a fine-tuning stopped by

@@ -65,3 +65,20 @@ def test_labels_tell_apart_settings_within_a_name(tmp_path):
     assert sorted(df["compression"]) == ["unstructured(ratio=0.5)", "unstructured(ratio=0.9)"]
     assert sorted(df["compression_base"]) == ["UnstructuredPruning(ratio=0.5)",
                                               "UnstructuredPruning(ratio=0.9)"]
+
+
+def test_the_recorded_base_recipe_is_the_one_the_config_describes(make_cfg):
+    """Compression.base (recorded by the compress stage) and the reading of older rows agree."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from dlas.cli import group_options
+    from dlas.report.table import compression_base
+
+    for option in group_options("compression"):
+        comp = make_cfg("deploy", [f"compression={option}"]).compression
+        old_row = {"config": {"compression": OmegaConf.to_container(comp, resolve=True)},
+                   "compression": option}
+        recorded = instantiate(comp).base()
+        assert recorded == compression_base(old_row), option
+        assert compression_base({**old_row, "metrics": {"compression_base": "X"}}) == "X"
