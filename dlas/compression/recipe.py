@@ -1,12 +1,12 @@
 """A compression recipe: steps applied in order, each followed by optional fine-tuning.
 
-A step is any object with
+A step is any object of the `Step` protocol:
     name:                          the value recorded in results (unstructured, channel, ...)
-    finetunable:                   whether fine-tuning after the step makes sense (pruning:
-                                   yes; post-training int8: no; int8 with QAT: yes)
     apply(model, context) -> model the transformed model (fine-tuning happens next)
     finalize(model) -> model       the model as exported (masks removed, int8 converted...)
 optionally
+    finetunable:                   whether fine-tuning after the step makes sense (pruning:
+                                   yes, the default; post-training int8: no; int8 QAT: yes)
     check(model, example)          refuse settings the architecture cannot take, on an
                                    untrained model (runs before training)
     quantizes:                     True when the step changes the number format only (int8,
@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from numbers import Integral
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -54,7 +55,18 @@ class StepContext:
     train_batches: Callable[[], Iterable] = field(default=lambda: iter(()))
 
 
-def make_step(name: str, ratio: float | None = None):
+@runtime_checkable
+class Step(Protocol):
+    """What a recipe needs of a step (the optional members: see the module's docstring)."""
+
+    name: str
+
+    def apply(self, model: nn.Module, context: StepContext) -> nn.Module: ...
+
+    def finalize(self, model: nn.Module) -> nn.Module: ...
+
+
+def make_step(name: str, ratio: float | None = None) -> Step:
     """The step called `name` with its defaults (and the recipe's ratio, if it takes one)."""
     if name not in STEPS:
         raise DLASError("compression step", name, sorted(STEPS), layer="compression")
@@ -83,7 +95,7 @@ class Compression:
                             layer="compression")
         steps = [make_step(s, ratio) if isinstance(s, str) else s for s in steps]
         for step in steps:
-            if not all(hasattr(step, a) for a in ("name", "apply", "finalize")):
+            if not isinstance(step, Step):
                 raise DLASError("compression step", step,
                                 "objects with name, apply() and finalize()", layer="compression")
         self.name, self.steps, self.finetune_epochs, self.ratio = name, steps, finetune_epochs, ratio

@@ -56,14 +56,14 @@ def test_recipe_finetunes_between_apply_and_finalize():
     def finetune(model, epochs):
         # the masks must still be in place while fine-tuning
         calls.append((epochs, hasattr(model[0], "weight_mask")))
-        return {}
+        return {"budget_hit": True}  # (as fit says when trainer.max_time stopped it)
 
     recipe = Compression("unstructured", [UnstructuredPruning(0.5)], finetune_epochs=2)
     scores = iter([0.4, 0.8, 0.8])
     net, structure, log = recipe.apply(net, context=StepContext(), evaluate=lambda m: next(scores), finetune=finetune)
     assert calls == [(2, True)]
     assert log == [{"step": "unstructured", "acc_before_finetune": 0.4, "acc_after_finetune": 0.8,
-                    "finetuned": True}]
+                    "finetuned": True, "budget_hit": True}]
     assert not hasattr(net[0], "weight_mask") and structure is net
     with pytest.raises(DLASError):
         Compression("x", finetune_epochs=-1)
