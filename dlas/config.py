@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from dlas.errors import ConfigError, DLASError, Unsupported
+from dlas.values import integer
 
 
 def build(cfg: DictConfig, group: str, **kwargs):
@@ -39,14 +40,11 @@ def build(cfg: DictConfig, group: str, **kwargs):
 def check_settings(cfg: DictConfig) -> None:
     """The run settings outside the layer objects, checked before any work (ConfigError)."""
     seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError("seed", seed, "an integer >= 0")
+    integer("seed", seed, 0, error=ConfigError)
     if cfg.get("trainer") is not None:
         epochs = cfg.trainer.get("max_epochs")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError("trainer.max_epochs", epochs, "an integer >= 1", layer="model",
-                              reason="DLAS budgets training in epochs, so that one config "
-                              "trains one model")
+        integer("trainer.max_epochs", epochs, 1, layer="model", error=ConfigError,
+                reason="DLAS budgets training in epochs, so that one config trains one model")
 
 
 def _one_line(text: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from contextlib import contextmanager
-from numbers import Integral
 
 import torch
 import torch.nn as nn
@@ -17,6 +16,7 @@ import torch_pruning as tp
 
 from dlas.compression.unstructured import check_ratio
 from dlas.errors import ConfigError, DLASError
+from dlas.values import integer
 
 IMPORTANCE = {"l1": 1, "l2": 2}  # name -> norm order of MagnitudeImportance
 ROOTS = (nn.Conv2d, nn.Linear)  # layers whose output channels are pruned (the groups' roots)
@@ -86,10 +86,7 @@ class ChannelPruning:
             if not isinstance(pattern, str):
                 raise DLASError("compression ignored_layers", pattern,
                                 "module names or globs (strings)", layer="compression")
-        if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, Integral)
-                                     or round_to < 1):
-            raise DLASError("compression round_to", round_to, "an integer >= 1 or null",
-                            layer="compression")
+        integer("compression round_to", round_to, 1, optional=True, layer="compression")
         self.importance = importance
         self.ignored_layers = ignored_layers
         self.round_to = None if round_to is None else int(round_to)

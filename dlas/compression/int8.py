@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from itertools import islice
-from numbers import Integral
 
 import torch
 import torch.nn as nn
 
 from dlas.compression.metrics import number_format
 from dlas.errors import DLASError
+from dlas.values import integer
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,8 @@ class Int8Quantization:
     quantizes = True  # changes number format, not the architecture (metrics: see recipe)
 
     def __init__(self, calibration_batches: int = 8, qat: bool = False):
-        if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, Integral) \
-                or calibration_batches < 1:
-            raise DLASError("compression int8 calibration_batches", calibration_batches,
-                            "an integer >= 1", reason="int8 scales come from calibration",
-                            layer="compression")
+        integer("compression int8 calibration_batches", calibration_batches, 1,
+                reason="int8 scales come from calibration", layer="compression")
         self.calibration_batches, self.qat = int(calibration_batches), bool(qat)
 
     @property

@@ -25,13 +25,13 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 
 from dlas.errors import DLASError
+from dlas.values import integer
 
 # step name -> "module:class", imported on use (quantization pulls in torchao)
 STEPS = {
@@ -89,10 +89,7 @@ class Compression:
 
     def __init__(self, name: str, steps: Sequence = (), finetune_epochs: int = 0,
                  ratio: float | None = None):
-        if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, Integral) \
-                or finetune_epochs < 0:
-            raise DLASError("compression.finetune_epochs", finetune_epochs, "an integer >= 0",
-                            layer="compression")
+        integer("compression.finetune_epochs", finetune_epochs, 0, layer="compression")
         steps = [make_step(s, ratio) if isinstance(s, str) else s for s in steps]
         for step in steps:
             if not isinstance(step, Step):

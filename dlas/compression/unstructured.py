@@ -1,23 +1,19 @@
 """Unstructured magnitude pruning: zero the smallest weights, keep the dense shapes."""
 from __future__ import annotations
 
-from numbers import Real
 
 import torch.nn as nn
 from torch.nn.utils import prune
 
 from dlas.errors import DLASError
+from dlas.values import number
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 SCOPES = ("global", "layer")
 
 
 def check_ratio(ratio, what: str = "compression.ratio") -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, Real):
-        raise DLASError(what, ratio, "a number in [0, 1)", reason="not a number", layer="compression")
-    if not 0 <= ratio < 1:
-        raise DLASError(what, ratio, "a number in [0, 1)", reason="out of range", layer="compression")
-    return float(ratio)
+    return number(what, ratio, 0, 1, high_open=True, layer="compression")
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:

@@ -1,26 +1,21 @@
 """What every DLAS datamodule shares: argument checks, loaders, and the eval set as arrays."""
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dlas.errors import DLASError
+from dlas.values import integer, number
 
 
 def check_int(what: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise DLASError(what, value, f"an integer >= {minimum}", layer="dataset")
-    return int(value)
+    return integer(what, value, minimum, layer="dataset")
 
 
 def check_fraction(what: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < 1:
-        raise DLASError(what, value, "a number strictly between 0 and 1", layer="dataset")
-    return float(value)
+    return number(what, value, 0, 1, low_open=True, high_open=True,
+                  valid="a number strictly between 0 and 1", layer="dataset")
 
 
 class ClassificationDataModule(pl.LightningDataModule):

@@ -22,6 +22,7 @@ from dlas.errors import DLASError
 from dlas.hardware.local_rpc import LocalRPC, terminate_on_sigterm
 from dlas.hardware.session import RemoteSession
 from dlas.hardware.tracker import check_key
+from dlas.values import integer
 
 DEVICE_CHOICES = ("cpu", "gpu")  # the `hardware.device` setting
 # Target kind -> the runtime device its code runs on (the name RPCSession / tvm.device use).
@@ -207,10 +208,7 @@ class LocalCPU(Hardware):
         super().__init__(name, device, key,
                          target if target is not None else {"kind": "llvm", "mcpu": "host"},
                          **kwargs)
-        if num_threads is not None and (isinstance(num_threads, bool)
-                                        or not isinstance(num_threads, int) or num_threads < 1):
-            raise DLASError("hardware.num_threads", num_threads, "null or an integer >= 1",
-                            layer="hardware")
+        integer("hardware.num_threads", num_threads, 1, optional=True, layer="hardware")
         # TVM's own default is one thread per physical core: 1 on this 2-vCPU VM, where 2 threads
         # measured 5.6 ms against 10.6 ms on resnet18. Use every CPU this process may run on.
         self.num_threads = num_threads or len(os.sched_getaffinity(0))

@@ -20,6 +20,8 @@ from tvm import relax
 from dlas.errors import DLASError, first_line
 from dlas.hardware.base import RUNTIME_DEVICE
 from dlas.hardware.calls import RETRYABLE, call_with_timeout
+from dlas.values import integer
+from dlas.values import number as as_number
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,11 @@ class Measurement:
                  min_repeat_ms: float = 50, timeout_s: float = 120, retries: int = 1,
                  noisy_cv: float = 0.1):
         for what, value, low in (("warmup", warmup, 0), ("repeat", repeat, 1),
-                                 ("number", number, 1), ("min_repeat_ms", min_repeat_ms, 0),
-                                 ("retries", retries, 0)):
-            if value < low:
-                raise DLASError(f"measure.{what}", value, f">= {low}", layer="hardware")
-        if not timeout_s or timeout_s <= 0:
-            raise DLASError("measure.timeout_s", timeout_s, "> 0 seconds", layer="hardware")
+                                 ("number", number, 1), ("retries", retries, 0)):
+            integer(f"measure.{what}", value, low, layer="hardware")
+        as_number("measure.min_repeat_ms", min_repeat_ms, 0, layer="hardware")
+        as_number("measure.timeout_s", timeout_s, 0, low_open=True, valid="> 0 seconds",
+                  layer="hardware")
         self.warmup, self.repeat, self.number = int(warmup), int(repeat), int(number)
         self.min_repeat_ms, self.timeout_s = float(min_repeat_ms), float(timeout_s)
         self.retries, self.noisy_cv = int(retries), float(noisy_cv)

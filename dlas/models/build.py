@@ -1,7 +1,6 @@
 """Build a model of the model layer by name."""
 from __future__ import annotations
 
-from numbers import Integral
 from pathlib import Path
 
 import torch.nn as nn
@@ -9,6 +8,7 @@ import torch.nn as nn
 from dlas.errors import DLASError
 from dlas.models.registry import MODELS, SMALL_INPUT_MAX
 from dlas.models.weights import load_checkpoint, load_torchvision
+from dlas.values import integer
 
 
 def input_dtype(net: nn.Module):
@@ -29,8 +29,7 @@ def build(name: str, num_classes: int, image_size: int, weights: str | None = No
     if name not in MODELS:
         raise DLASError("model.name", name, sorted(MODELS), reason="unknown model", layer="model")
     for what, value, low in (("model.num_classes", num_classes, 1), ("model.image_size", image_size, 8)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-            raise DLASError(what, value, f"an integer >= {low}", layer="model")
+        integer(what, value, low, layer="model")
     spec = MODELS[name]
     small = image_size <= SMALL_INPUT_MAX
     net = spec.build(int(num_classes), small)
