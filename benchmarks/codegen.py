@@ -137,7 +137,7 @@ def export_onnx(net, x, path: Path) -> None:
 
 
 def quantize_onnx(fp32: Path, out: Path, samples) -> None:
-    """ORT int8 as ../shared/research/perf.md measured it: static QDQ, per-channel weights."""
+    """ORT int8 the usual way: static QDQ, per-channel weights (see the module docstring)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -3,9 +3,9 @@
 Run as a script (`python rpc_daemon.py --key local --parent PID ...`), never imported by DLAS: it
 prints "<tracker_port> <server_port>" on one line once both listen, then serves until killed.
 
-Why not `python -m tvm.exec.rpc_tracker` + `rpc_server`: each of those imports TVM (~3 s here,
-mostly torch), then starts a popen_worker child that imports it again and survives a SIGTERM to
-its parent. Here the tracker and server states those workers would hold run in this one process
+Why not `python -m tvm.exec.rpc_tracker` + `rpc_server`: each of those imports TVM (~3 s on a
+2-core VM, mostly torch), then starts a popen_worker child that imports it again and survives a
+SIGTERM to its parent. Here the tracker and server states those workers would hold run in this one process
 (TVM's own thread-per-service design) without torch, so startup is one ~1 s import. The process
 leads its own process group (the caller starts it with start_new_session=True), so one killpg
 removes it and the per-session children the server forks. If the caller dies without cleaning
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     _die_with_parent(a.parent)
 
-    # tvm_ffi imports torch if it can (2.3 s of a 3.2 s startup here); serving compiled
+    # tvm_ffi imports torch if it can (2.3 s of a 3.2 s startup on a 2-core VM); serving compiled
     # libraries never needs it, so make that import fail fast.
     sys.modules.setdefault("torch", None)
     from tvm.rpc.server import PopenRPCServerState

@@ -16,7 +16,7 @@ from dlas.training.module import Classifier, OptimizerFactory, SchedulerFactory
 
 
 def set_threads(num_threads: int | None = None) -> int:
-    """Use one intra-op thread per CPU this process may run on (2 here), unless told otherwise.
+    """Use one intra-op thread per CPU this process may run on, unless told otherwise.
 
     More threads than cores only adds contention; fewer leaves a core idle.
     """
