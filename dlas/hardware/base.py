@@ -81,6 +81,10 @@ class Hardware:
     the report says when the hardware it compares are variants of one machine.
     """
 
+    # threads of the TVM runtime on the server DLAS starts itself (LocalCPU); None where the
+    # server is someone else's (a board's rpc_server decides)
+    num_threads: int | None = None
+
     def __init__(self, name: str, device: str = "cpu", key: str = "local", target=None,
                  host=None, cc: str | None = None, targets: Mapping | None = None,
                  tracker_host: str | None = None,
@@ -152,7 +156,7 @@ class Hardware:
             yield self.tracker_host, self.tracker_port, None
             return
         local = LocalRPC(self.key, self.startup_timeout_s,
-                         getattr(self, "num_threads", None)).start()
+                         self.num_threads).start()
         try:
             yield local.host, local.port, local
         finally:
