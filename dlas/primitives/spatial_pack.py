@@ -31,7 +31,6 @@ from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Primitive
 from dlas.primitives.direct import legalize_conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
@@ -40,7 +39,7 @@ from dlas.primitives.int8_intrin import PLAIN
 from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
-                                            static_shape, takes_sparse)
+                                            parse_block, static_shape, takes_sparse)
 from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
                                             vector_registers)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
@@ -49,6 +48,7 @@ from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_sp
                                                   pack_weight, pack_weight_te,
                                                   sparse_output_shape, NAME)
 from dlas.primitives.spatial_pack_schedule import spatial_pack_rule
+from dlas.values import integer
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,6 @@ def _sparse_call(bb: relax.BlockBuilder, call: relax.Call, prim: SpatialPack,
     return relax.call_tir(gvar, args, relax.TensorType(out_shape, out_dtype))
 
 
-def _block_size(value, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DLASError(f"primitive.{what}", value, "a positive integer or null (per layer)",
-                        layer="primitive")
-    return int(value)
-
-
 class SpatialPack(Primitive):
     """Spatial pack convolution (NCHW[x]c), dense or sparse csr/bsr weights
     (config: conf/primitive/spatial_pack.yaml).
@@ -191,15 +182,11 @@ class SpatialPack(Primitive):
                  int8_dot: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.int8_dot = bool(int8_dot)
-        block = list(block) if block is not None else None
-        if (block is None or len(block) != 2
-                or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
-                       for b in block)):
-            raise DLASError("primitive.block", block, "two positive integers [bo, bk]",
-                            layer="primitive")
-        self.block = (int(block[0]), int(block[1]))
-        self.ic_block = _block_size(ic_block, "ic_block")
-        self.oc_block = _block_size(oc_block, "oc_block")
+        self.block = parse_block(block)
+        self.ic_block = integer("primitive.ic_block", ic_block, 1, optional=True,
+                                layer="primitive")
+        self.oc_block = integer("primitive.oc_block", oc_block, 1, optional=True,
+                                layer="primitive")
 
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         return {"relax.nn.conv2d": functools.partial(legalize_conv2d_spatial_pack, prim=self)}
