@@ -8,6 +8,7 @@ use only the legalization and let MetaSchedule find the schedules.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import tvm_ffi
@@ -32,7 +33,7 @@ tvm_ffi.register_error("DLASError", DLASError)
 LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]
 
 
-class Primitive:
+class Primitive(ABC):
     """Base of the conv2d primitives; subclasses set `formats` and implement the two hooks.
 
     name:               the config name (direct, gemm, spatial_pack)
@@ -84,13 +85,13 @@ class Primitive:
         best = self.stats.get("int8_path", "plain")
         self.stats.update(int8_dot_layers=dot, int8_path=path if path != "plain" else best)
 
+    @abstractmethod
     def legalize_map(self) -> dict[str, LegalizeFunc]:
         """The `customize_legalize_map` for `relax.transform.LegalizeOps`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         """DLight rules giving this primitive's PrimFuncs their default schedule on `target`."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, "
