@@ -7,12 +7,10 @@ with NCHW4c input and direct's tile (int8_legalize.py)."""
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 
 import numpy as np
 from tvm import relax
-from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
@@ -23,14 +21,10 @@ from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr,
                                            window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
-from dlas.primitives.int8_intrin import PLAIN
-from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.int8_schedule import int8_dot_rule
-from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
-                                            static_shape, takes_sparse)
+from dlas.primitives.legalize_utils import parse_block
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
-
-log = logging.getLogger(__name__)
+from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
 
 def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
@@ -38,36 +32,34 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
                            int8_dot: bool = True) -> relax.Expr:
     """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs), or
     for an int8 layer on a target with integer dot products (int8_dot) the dot-product
-    compute with direct's tiling and NCHW4c input (int8_legalize.py). `record`
+    compute with direct's tiling and NCHW4c input (triage.py). `record`
     (Primitive.count_layer) is told how each layer was computed."""
-    attrs = call.attrs
-    data, weight = call.args
-    int8 = int8_dot_path(bb, call) if int8_dot else PLAIN
-    if int8 != PLAIN:
-        record(int8=int8)
-        return legalize_int8_dot(bb, call, "direct", widest_block=K4)
-    int8 = PLAIN if str(data.ty.dtype) == "int8" else None
-    if not is_nchw(attrs):
-        log.info("direct: %s/%s conv2d left to TVM's own legalization",
-                 attrs.data_layout, attrs.kernel_layout)
-        record(fallback=layout_fallback(attrs), int8=int8)
-        return _nn_conv2d(bb, call)
-    record(int8=int8)
-    wshape = static_shape(weight.ty.shape)
-    groups = int(attrs.groups)
+    layer = open_conv2d(bb, call, primitive="direct", format="dense", threshold=1.0,
+                        int8_dot=int8_dot, record=record, widest_block=K4)
+    if not isinstance(layer, Conv2dLayer):
+        return layer
+    layer.record()
+    return direct_dense(bb, call, layer)
+
+
+def direct_dense(bb: relax.BlockBuilder, call: relax.Call, layer: Conv2dLayer) -> relax.Expr:
+    """`conv2d_direct` of a layer (also the other primitives' fallback for the layers they
+    do not compute: depthwise, grouped, dynamic shapes)."""
+    attrs, weight = layer.attrs, layer.weight
+    wshape, groups = layer.wshape, layer.groups
     kernel_layout = "OIHW"
     block = next((b for b in (32, 16, 8, 4) if wshape and wshape[0] % b == 0), None)
     if groups == 1 and block is not None:
         kernel_layout = f"OIHW{block}o"
-        value = constant_array(bb, weight)
-        if value is not None:  # re-lay now rather than in every inference
-            weight = relax.const(block_weight(value, block))
+        if layer.value is not None:  # re-lay now rather than in every inference
+            weight = relax.const(block_weight(layer.value, block))
         else:
             weight = bb.emit_te(block_weight_te, weight, block,
                                 primfunc_name_hint="conv2d_weight_blocked")
     out_dtype = attrs.out_dtype or call.ty.dtype
-    return bb.call_te(conv2d_direct, data, weight, attrs.strides, attrs.padding, attrs.dilation,
-                      groups, str(out_dtype), kernel_layout, primfunc_name_hint="conv2d_direct")
+    return bb.call_te(conv2d_direct, layer.data, weight, attrs.strides, attrs.padding,
+                      attrs.dilation, groups, str(out_dtype), kernel_layout,
+                      primfunc_name_hint="conv2d_direct")
 
 
 def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, format: str,
@@ -77,21 +69,16 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
     """LegalizeOps hook for format csr/bsr: a layer whose constant weight has sparsity >=
     `threshold` gets `conv2d_direct_csr`/`_bsr` with the weight as constant sparse arrays;
     any other layer is the dense direct conv (a non-constant weight recorded as fallback)."""
-    attrs = call.attrs
-    data, weight = call.args
-    dense = functools.partial(legalize_conv2d_direct, bb, call, int8_dot=int8_dot)
-    if not is_nchw(attrs):
-        return dense(record=record)
-    value = constant_array(bb, weight)
-    if value is None:
-        return dense(record=lambda **_: record(fallback=f"{format}: weight not a constant, "
-                                                        "dense direct"))
-    if not takes_sparse(value, format, threshold):
-        return dense(record=record)
-    dshape = static_shape(data.ty.shape)
-    if dshape is None:
-        return dense(record=lambda **_: record(fallback=f"{format}: dynamic input shape, "
-                                                        "dense direct"))
+    layer = open_conv2d(bb, call, primitive="direct", format=format, threshold=threshold,
+                        int8_dot=int8_dot, record=record, widest_block=K4)
+    if not isinstance(layer, Conv2dLayer):
+        return layer
+    if not layer.sparse or layer.dshape is None:
+        reason = (constant_fallback(layer, format, "direct") if not layer.sparse
+                  else "dynamic shape: dense direct")
+        layer.record(fallback=reason)
+        return direct_dense(bb, call, layer)
+    attrs, data, value, dshape = layer.attrs, layer.data, layer.value, layer.dshape
     matrix = as_matrix(value)
     geo = geometry(dshape, value.shape, attrs.strides, attrs.padding, attrs.dilation)
     if format == "csr":
@@ -102,7 +89,7 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         sparse = to_bsr(matrix, block)
         columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
         offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
-    record(sparse=True, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
+    layer.record(sparse=True)
     max_row = max(1, int(np.diff(sparse.indptr).max()))
     # max_row unused trailing entries: every row reads max_row entries from its start
     values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),

@@ -17,26 +17,22 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from tvm import relax
-from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.base import FORMATS, LegalizeFunc, Primitive
-from dlas.primitives.direct import legalize_conv2d_direct
+from dlas.primitives.direct import direct_dense
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.gemm_compute import (conv2d_gemm, conv2d_gemm_bsr, conv2d_gemm_csr,
                                           pack_block, pack_weight, pack_weight_te)
 from dlas.primitives.gemm_schedule import gemm_conv2d_rule
 from dlas.primitives.int8_compute import OB
-from dlas.primitives.int8_intrin import PLAIN
-from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.int8_schedule import int8_dot_rule
-from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback, parse_block,
-                                            static_shape, takes_sparse)
+from dlas.primitives.legalize_utils import parse_block
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
+from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
 DEPTHWISE = "depthwise: direct (GEMM of one channel per group)"
-NOT_CONSTANT = "weight not a constant: dense gemm"
 
 
 def _sparse_constants(arrays: Sequence[np.ndarray]) -> list[relax.Constant]:
@@ -64,32 +60,21 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
     int8 layer on a target with integer dot products (int8_dot) as the dot-product GEMM
     over the patch matrix (int8_legalize.py). `record` (Primitive.count_layer) is told how
     each layer was computed."""
-    attrs = call.attrs
-    data, weight = call.args
-    sparse = takes_sparse(constant_array(bb, weight), format, sparsity_threshold)
-    int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
-    if int8 != PLAIN:
-        record(int8=int8)
-        return legalize_int8_dot(bb, call, "gemm", widest_block=OB, im2col=True)
-    record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
-    if not is_nchw(attrs):
-        record(fallback=layout_fallback(attrs))
-        return _nn_conv2d(bb, call)
-    wshape, dshape = static_shape(weight.ty.shape), static_shape(data.ty.shape)
-    groups = int(attrs.groups)
-    if wshape is None or dshape is None:
-        record(fallback="dynamic shape: direct")
-        return legalize_conv2d_direct(bb, call, int8_dot=int8_dot)
+    layer = open_conv2d(bb, call, primitive="gemm", format=format, threshold=sparsity_threshold,
+                        int8_dot=int8_dot, record=record, widest_block=OB, im2col=True)
+    if not isinstance(layer, Conv2dLayer):
+        return layer
+    attrs, data, value, wshape, groups = (layer.attrs, layer.data, layer.value, layer.wshape,
+                                          layer.groups)
+    if wshape is None or layer.dshape is None or (groups > 1 and wshape[1] == 1):
+        layer.record(fallback=DEPTHWISE if wshape and layer.dshape else "dynamic shape: direct")
+        return direct_dense(bb, call, layer)
     o, cg, kh, kw = wshape
-    if groups > 1 and cg == 1:
-        record(fallback=DEPTHWISE)
-        return legalize_conv2d_direct(bb, call, int8_dot=int8_dot)
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv = (attrs.strides, attrs.padding, attrs.dilation, groups, out_dtype)
-    value = constant_array(bb, weight)
-    if takes_sparse(value, format, sparsity_threshold):
+    if layer.sparse:
         matrix = as_matrix(value)
-        record(sparse=True)
+        layer.record(sparse=True)
         if format == "csr":
             csr = to_csr(matrix)
             args = _sparse_constants((csr.data, csr.indices, csr.indptr))
@@ -100,12 +85,13 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
         args = _sparse_constants((bsr.data, bsr.indices, bsr.indptr))
         return bb.call_te(conv2d_gemm_bsr, data, *args, (kh, kw), *conv,
                           primfunc_name_hint="conv2d_gemm_bsr")
-    record(fallback=NOT_CONSTANT if format != "dense" and value is None else None)
+    layer.record(fallback=constant_fallback(layer, format, "gemm"))
     b = pack_block(o // groups)
     if value is not None:  # re-lay now rather than in every inference
         packed = relax.const(pack_weight(value, b))
     else:
-        packed = bb.emit_te(pack_weight_te, weight, b, primfunc_name_hint="conv2d_weight_packed")
+        packed = bb.emit_te(pack_weight_te, layer.weight, b,
+                            primfunc_name_hint="conv2d_weight_packed")
     return bb.call_te(conv2d_gemm, data, packed, (kh, kw), *conv,
                       primfunc_name_hint="conv2d_gemm")
 

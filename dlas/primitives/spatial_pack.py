@@ -26,20 +26,16 @@ from collections.abc import Sequence
 
 import numpy as np
 from tvm import relax
-from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.base import LegalizeFunc, Primitive
-from dlas.primitives.direct import legalize_conv2d_direct
+from dlas.primitives.direct import direct_dense
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.int8_compute import OB
-from dlas.primitives.int8_intrin import PLAIN
-from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.int8_schedule import int8_dot_rule
-from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
-                                            parse_block, static_shape, takes_sparse)
+from dlas.primitives.legalize_utils import parse_block, static_shape
 from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
                                             vector_registers)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
@@ -48,6 +44,7 @@ from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_sp
                                                   pack_weight, pack_weight_te,
                                                   sparse_output_shape, NAME)
 from dlas.primitives.spatial_pack_schedule import spatial_pack_rule
+from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 from dlas.values import integer
 
 log = logging.getLogger(__name__)
@@ -92,44 +89,31 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
                                  prim: SpatialPack) -> relax.Expr:
     """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW graphs); `prim` gives the settings
     and records how each layer was computed."""
-    attrs = call.attrs
-    data, weight = call.args
-    sparse = takes_sparse(constant_array(bb, weight), prim.format, prim.sparsity_threshold)
-    int8 = int8_dot_path(bb, call) if prim.int8_dot and not sparse else PLAIN
-    if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
-        prim.count_layer(int8=int8)
-        return legalize_int8_dot(bb, call, NAME, widest_block=OB)
-    record = functools.partial(prim.count_layer,
-                               int8=PLAIN if str(data.ty.dtype) == "int8" else None)
-    if not is_nchw(attrs):
-        record(fallback=layout_fallback(attrs))
-        return _nn_conv2d(bb, call)
-    wshape = static_shape(weight.ty.shape)
-    dshape = static_shape(data.ty.shape)
-    if int(attrs.groups) != 1 or wshape is None or dshape is None:
-        reason = ("groups>1 (depthwise/grouped): direct" if int(attrs.groups) != 1
-                  else "dynamic shape: direct")
-        record(fallback=reason)
-        return legalize_conv2d_direct(bb, call, int8_dot=prim.int8_dot)
+    layer = open_conv2d(bb, call, primitive=NAME, format=prim.format,
+                        threshold=prim.sparsity_threshold, int8_dot=prim.int8_dot,
+                        record=prim.count_layer, widest_block=OB)
+    if not isinstance(layer, Conv2dLayer):
+        return layer
+    attrs, value, wshape = layer.attrs, layer.value, layer.wshape
+    if layer.groups != 1 or wshape is None or layer.dshape is None:
+        layer.record(fallback="groups>1 (depthwise/grouped): direct" if layer.groups != 1
+                     else "dynamic shape: direct")
+        return direct_dense(bb, call, layer)
     out_dtype = str(attrs.out_dtype or call.ty.dtype)
     conv_args = (attrs.strides, attrs.padding, attrs.dilation)
     o_, c_, kh, kw = wshape
-    value = constant_array(bb, weight)
-    if takes_sparse(value, prim.format, prim.sparsity_threshold):
-        record(sparse=True)
+    if layer.sparse:
+        layer.record(sparse=True)
         return _sparse_call(bb, call, prim, value, out_dtype)
-    if prim.format != "dense" and value is None:
-        record(fallback="weight not a constant: dense spatial_pack")
-    else:
-        record()
+    layer.record(fallback=constant_fallback(layer, prim.format, NAME))
     lanes = _lanes(out_dtype)
     ic = choose_block(c_, prim.ic_block, lanes, "ic_block")
     oc = choose_block(o_, prim.oc_block, 2 * lanes, "oc_block")
     if value is not None:  # pack once at compile time rather than in every inference
         packed = relax.const(pack_weight(value, ic, oc))
     else:
-        packed = bb.emit_te(pack_weight_te, weight, ic, oc, primfunc_name_hint="weight_pack")
-    return bb.call_te(conv2d_spatial_pack, data, packed, *conv_args, out_dtype,
+        packed = bb.emit_te(pack_weight_te, layer.weight, ic, oc, primfunc_name_hint="weight_pack")
+    return bb.call_te(conv2d_spatial_pack, layer.data, packed, *conv_args, out_dtype,
                       primfunc_name_hint="conv2d_spatial_pack")
 
 

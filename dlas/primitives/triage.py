@@ -1,0 +1,67 @@
+"""The opening every primitive's conv2d legalization shares (direct, gemm, spatial_pack).
+
+For one relax.nn.conv2d call, in this order: a layer whose constant weight is sparse enough
+for a csr/bsr format keeps it (its int8 form included); an int8 layer on a target with integer
+dot products takes the dot-product compute (int8_legalize.py); a layer in another layout than
+NCHW/OIHW goes to TVM's own conv2d (a recorded fallback). What is left is the primitive's own
+case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+from dlas.primitives.int8_intrin import PLAIN
+from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
+from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
+                                            static_shape, takes_sparse)
+
+
+@dataclass(frozen=True)
+class Conv2dLayer:
+    """A conv2d the primitive computes itself (NCHW/OIHW, not on the dot-product path)."""
+    data: relax.Expr
+    weight: relax.Expr
+    attrs: object
+    value: np.ndarray | None        # the weight's constant value (None: computed at run time)
+    sparse: bool                    # the primitive's sparse format takes this layer
+    wshape: list[int] | None        # static shapes (None: a symbolic dimension)
+    dshape: list[int] | None
+    record: Callable[..., None]     # Primitive.count_layer with the layer's int8 tag
+
+    @property
+    def groups(self) -> int:
+        return int(self.attrs.groups)
+
+
+def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, format: str,
+                threshold: float, int8_dot: bool, record: Callable[..., None],
+                **int8_args) -> relax.Expr | Conv2dLayer:
+    """The legalized call when the shared cases decide it, else the layer for the primitive.
+    int8_args: legalize_int8_dot's tiling arguments for this primitive."""
+    data, weight = call.args
+    value = constant_array(bb, weight)
+    sparse = takes_sparse(value, format, threshold)
+    int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
+    if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
+        record(int8=int8)
+        return legalize_int8_dot(bb, call, primitive, **int8_args)
+    record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
+    if not is_nchw(call.attrs):
+        record(fallback=layout_fallback(call.attrs))
+        return _nn_conv2d(bb, call)
+    return Conv2dLayer(data, weight, call.attrs, value, sparse, static_shape(weight.ty.shape),
+                       static_shape(data.ty.shape), record)
+
+
+def constant_fallback(layer: Conv2dLayer, format: str, primitive: str) -> str | None:
+    """The fallback reason of a dense layer under a sparse format whose weight is not a
+    constant (its sparsity cannot be known); None otherwise."""
+    if format != "dense" and layer.value is None:
+        return f"weight not a constant: dense {primitive}"
+    return None
