@@ -94,6 +94,10 @@ def test_default_schedules_are_candidates(tuned):
     never slower than untuned as measured (with 2 trials a task, it usually wins)."""
     stats = tuned["first"]
     assert 0 <= stats["default_won_tasks"] <= stats["tuned_tasks"]
+    # each measured default either stayed best or was beaten (by that much)
+    assert stats["default_won_tasks"] + stats["improved_tasks"] == stats["tuned_tasks"]
+    assert (stats["improved_speedup_max"] >= stats["improved_speedup_geomean"] > 1) == (
+        stats["improved_tasks"] > 0)
     db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
     traces = (db / "database_tuning_record.json").read_text()
     assert traces.count("dlas.schedule_rule") >= stats["tuned_tasks"]
