@@ -160,7 +160,7 @@ def test_data_dependent_loops_are_detected():
 @pytest.mark.parametrize("kwargs, what", [
     ({"trials": -1}, "codegen.trials"), ({"trials_per_task": 0}, "codegen.trials_per_task"),
     ({"trials": 2.5}, "codegen.trials"), ({"min_task_share": 1.5}, "codegen.min_task_share"),
-    ({"runner_timeout_s": 0}, "codegen.runner_timeout_s")])
+    ({"runner_timeout_s": 0}, "codegen.runner_timeout_s"), ({"space": "ansor"}, "codegen.space")])
 def test_bad_settings_name_the_value(kwargs, what):
     with pytest.raises(DLASError, match=what):
         AutoSchedule(**kwargs)
