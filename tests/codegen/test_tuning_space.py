@@ -68,8 +68,10 @@ class PoorDefault(AutoSchedule):
 @pytest.fixture(scope="module")
 def poor(tmp_path_factory):
     hardware = LocalCPU()
+    # 4 candidates, a small search and short timings: the poor preset is several times slower
     codegen = PoorDefault(trials=4, trials_per_iter=4, population_size=16, genetic_iters=1,
-                          space="dlas", database_dir=str(tmp_path_factory.mktemp("tuning")))
+                          min_repeat_ms=5, space="dlas",
+                          database_dir=str(tmp_path_factory.mktemp("tuning")))
     codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
     return codegen, hardware
 
