@@ -307,7 +307,10 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
                 build_s -= stats["tuning_s"]
                 note += (f"{stats['tuned_tasks']} tuned/{stats['reused_tasks']} reused of "
                         f"{stats['tasks']} tasks x{stats['task_budget']}, "
-                        f"{stats['tuning_trials']} trials ({stats['tuning_failed_trials']} failed)")
+                        f"{stats['tuning_trials']} trials ({stats['tuning_failed_trials']} failed), "
+                        f"{stats['improved_tasks']} improved over the default (geomean "
+                        f"{stats['improved_speedup_geomean']:.2f}x, max "
+                        f"{stats['improved_speedup_max']:.2f}x)")
                 if stats.get("schedule_note"):
                     note += "; " + stats["schedule_note"]
             table.add({**row, **lat_fields(lat), "build_s": build_s,

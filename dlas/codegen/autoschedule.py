@@ -6,6 +6,12 @@ built here and timed on the target through the RPC key the final measurement use
 tunes on itself), then the best schedules applied from the database, the default schedules
 for whatever the search did not cover, and TVM's lowering.
 
+The search space (`space`): DLAS's default schedule of the task (its tiles are
+`sample_perfect_tile` draws whose decisions are the heuristic's, schedule_utils.sampled_split),
+MetaSchedule's generic sketches (on a VNNI target these include the dot-product
+tensorized ones), or both. The default's measured record seeds the evolutionary search,
+whose mutators move its tiles.
+
 Two kinds of function keep their default schedule and the row counts them:
 - functions with data-dependent loops (the sparse primitives' CSR/BSR loops run to an
   extent read from `indptr`): MetaSchedule's search spaces need static loop extents;
@@ -30,8 +36,10 @@ from tvm.s_tir import meta_schedule as ms
 
 from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
                                    front_passes, inference_passes, relax_pipeline)
-from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, best_secs, build_candidate,
-                                 exporter, measure_defaults, quiet_metaschedule, target_digest)
+from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, build_candidate,
+                                 default_schedule, exporter, import_tensor_intrinsics,
+                                 improvement_stats, measure_defaults, quiet_metaschedule,
+                                 target_digest)
 from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
@@ -42,6 +50,9 @@ from dlas.store.locks import wait_for_lock
 
 log = logging.getLogger(__name__)
 SCHEDULED = "tirx.is_scheduled"
+# search spaces: DLAS's default schedule with its sampled tiles, MetaSchedule's own
+# sketches (PostOrderApply with the target's rules), or both
+SPACES = ("dlas", "generic", "union")
 
 
 class AutoSchedule(Untuned):
@@ -55,17 +66,24 @@ class AutoSchedule(Untuned):
     min_task_share: tasks with less than this share of the model's FLOPs keep their default
     schedule (reshapes, element-wise ops: trials go where the time goes);
     population_size / genetic_iters: the evolutionary search's size per round (TVM's
-    defaults, 512 and 4, cost ~50 s of search per round on 2 cores).
-    After `build`, `stats` adds tuning_s, tasks, tuned/reused/untuned task counts and
-    how many functions kept their default schedule and why.
+    defaults, 512 and 4, cost ~50 s of search per round on 2 cores);
+    space: what the search explores (SPACES: "dlas" = the default schedule's sampled tiles,
+    "generic" = MetaSchedule's sketches, "union" = both).
+    After `build`, `stats` adds tuning_s, tasks, tuned/reused/untuned task counts, how
+    many tasks the search improved over the default and by how much, and how many
+    functions kept their default schedule and why.
     """
 
     def __init__(self, name: str = "autoschedule", trials: int = 200, trials_per_task: int = 64,
                  trials_per_iter: int = 16, database_dir: str = "outputs/artifacts/tuning",
                  builder_timeout_s: float = 60, runner_timeout_s: float = 60, number: int = 3,
                  repeat: int = 1, min_repeat_ms: int = 20, min_task_share: float = 0.01,
-                 population_size: int = 128, genetic_iters: int = 2, seed: int = 0):
+                 population_size: int = 128, genetic_iters: int = 2, seed: int = 0,
+                 space: str = "union"):
         super().__init__(name)
+        if space not in SPACES:
+            raise DLASError("codegen.space", space, SPACES, layer="codegen")
+        self.space = space
         for what, value, low in (("trials", trials, 0), ("trials_per_task", trials_per_task, 1),
                                  ("trials_per_iter", trials_per_iter, 1), ("number", number, 1),
                                  ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0)):
@@ -144,15 +162,17 @@ class AutoSchedule(Untuned):
         """Tune the tasks that the ledger says lack this budget; the counts for the row.
 
         Each task's default schedule is measured first and goes into the database as one
-        more candidate, so the applied schedule is never slower than the untuned one (as
-        measured); `default_won_tasks` counts the tasks where no searched one beat it.
+        more candidate (the seed the search mutates), so the applied schedule is never
+        slower than the untuned one (as measured); `default_won_tasks` counts the tasks
+        where no searched one beat it, `improved_tasks` those where one did.
         vnni: the model has u8 dot-product convs on a VNNI target (int8_intrin.py)."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
         stats = {"tasks": len(tasks), "task_budget": budget, "tuned_tasks": len(todo),
                  "reused_tasks": len(tasks) - len(todo) if budget else 0,
-                 "tuning_trials": 0, "tuning_failed_trials": 0, "default_won_tasks": 0}
+                 "tuning_trials": 0, "tuning_failed_trials": 0,
+                 **improvement_stats(None, {})}
         if not todo:
             if tasks and budget:
                 log.info("tuning: all %d tasks already tuned with >= %d trials each in %s",
@@ -167,10 +187,12 @@ class AutoSchedule(Untuned):
         strategy = ms.search_strategy.EvolutionarySearch(
             population_size=self.population_size, genetic_num_iters=self.genetic_iters,
             init_min_unmeasured=min(50, self.population_size))
+        import_tensor_intrinsics()  # (what the tune contexts import, fast)
         if vnni:  # u8 dot-product convs: MetaSchedule's VNNI sketches use TVM's intrinsic
             fix_stock_vnni()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
+            space=design_space(self.space, rules, target),
             num_threads=getattr(hardware, "num_threads", None) or "physical")
         progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
         hardware.check()  # a board that is not registered fails here, not in every trial
@@ -193,8 +215,7 @@ class AutoSchedule(Untuned):
                           database=database,
                           measure_callbacks=ms.MeasureCallback.create("default") + [progress],
                           task_scheduler="round-robin")
-        stats["default_won_tasks"] = sum(
-            best_secs(database, task, target) >= secs for task, secs in defaults.items())
+        stats.update(improvement_stats(database, defaults))
         ledger.update(todo, budget)
         log.debug("tuning profile: %s", prof.table())
         stats.update(tuning_trials=progress.trials, tuning_failed_trials=progress.failed)
@@ -203,6 +224,32 @@ class AutoSchedule(Untuned):
     def __repr__(self) -> str:
         return (f"AutoSchedule(trials={self.trials}, trials_per_task={self.trials_per_task}, "
                 f"database_dir={str(self.database_dir)!r})")
+
+
+# -- the search space ------------------------------------------------------------------------
+
+def design_space(kind: str, rules: list, target: tvm.target.Target):
+    """The space generator of `kind` (SPACES). DLAS's space is the task's default schedule,
+    its trace replayed onto MetaSchedule's schedule: the sampled tiles are what the
+    evolutionary search draws and mutates. In a union the postprocessors and mutators are
+    the target's (as for the generic sketches alone)."""
+    if kind == "generic":
+        return "post-order-apply"
+
+    def dlas_schedule(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+        with target:
+            default = default_schedule(sch.mod["main"], rules, target)
+        if default is None:  # (alone, the function as it is: a task needs one space)
+            return [] if kind == "union" else [sch]
+        default.trace.apply_to_schedule(sch, remove_postproc=False)
+        return [sch]
+
+    if kind == "dlas":
+        return ms.space_generator.ScheduleFn(dlas_schedule, sch_rules=[])
+    return ms.space_generator.SpaceGeneratorUnion(
+        [ms.space_generator.ScheduleFn(dlas_schedule, sch_rules=[], postprocs=[],
+                                       mutator_probs={}),
+         ms.space_generator.PostOrderApply()])
 
 
 # -- targets and databases -------------------------------------------------------------------

@@ -21,8 +21,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.schedule_utils import (extent, fuse_and_parallelize, guarded, iter_kinds,
-                                            largest_divisor, root_blocks, schedule_injective,
-                                            vector_lanes, vector_registers)
+                                            largest_divisor, root_blocks, sampled_split,
+                                            schedule_injective, vector_lanes, vector_registers)
 
 # work items below which a function runs on one thread: waking and joining the pool costs
 # microseconds (output elements of elementwise functions; multiply-adds of reductions,
@@ -141,13 +141,13 @@ def _reduction_tile(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | Non
     rows_axis = next((i for i in reversed(range(n_s)) if i != axis and exts[i] > 1), None)
     rt = largest_divisor(exts[rows_axis], max(1, budget // nvec)) if rows_axis is not None else 1
 
-    v0, v1, v2 = sch.split(loops[axis], [None, nvec, vl])
+    v0, v1, v2 = sampled_split(sch, loops[axis], [None, nvec, vl])
     outer, inner = [], []
     for i in range(n_s):
         if i == axis:
             outer.append(v0)
         elif i == rows_axis:
-            r0, r1 = sch.split(loops[i], [None, rt])
+            r0, r1 = sampled_split(sch, loops[i], [None, rt])
             outer.append(r0)
             inner.append(r1)
         else:

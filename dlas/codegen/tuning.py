@@ -4,10 +4,13 @@ builder's build and export functions, and progress output."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import linecache
 import logging
 import math
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,7 +123,7 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
     return measured
 
 
-def best_secs(database, task: ms.ExtractedTask, target) -> float:
+def best_secs(database, task: ms.ExtractedTask) -> float:
     """Mean seconds of the task's best record in the database (inf if none)."""
     if not database.has_workload(task.dispatched[0]):
         return math.inf
@@ -128,6 +131,46 @@ def best_secs(database, task: ms.ExtractedTask, target) -> float:
     if not top or not top[0].run_secs:
         return math.inf
     return sum(float(t) for t in top[0].run_secs) / len(top[0].run_secs)
+
+
+def improvement_stats(database, defaults: dict[ms.ExtractedTask, float]) -> dict:
+    """How the search did against the measured defaults (task -> mean seconds): tasks where
+    the default stayed best, tasks it improved, and the speedup of the best record over the
+    default per improved task (geometric mean and max; 1.0 when none improved)."""
+    speedups = [secs / best_secs(database, task) for task, secs in defaults.items()]
+    improved = [s for s in speedups if s > 1]
+    geomean = math.exp(sum(map(math.log, improved)) / len(improved)) if improved else 1.0
+    return {"default_won_tasks": len(speedups) - len(improved),
+            "improved_tasks": len(improved),
+            "improved_speedup_geomean": round(geomean, 4),
+            "improved_speedup_max": round(max(improved, default=1.0), 4)}
+
+
+def import_tensor_intrinsics() -> None:
+    """Import `tvm.s_tir.tensor_intrin` (MetaSchedule's TuneContext does on first use) in
+    seconds instead of 30-60 s: each of its ~250 `T.prim_func`s calls `inspect.stack()`,
+    which looks up the module of every frame by scanning all of `sys.modules` (thousands
+    with torch loaded). The parser reads only the frames and the source line of each, so
+    they are given without the search."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+
+    def stack(context: int = 1) -> list[inspect.FrameInfo]:
+        frame, frames = sys._getframe(1), []
+        while frame is not None:
+            code = frame.f_code
+            line = linecache.getline(code.co_filename, frame.f_lineno)
+            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno,
+                                            code.co_name, [line] if line else None,
+                                            0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    original, inspect.stack = inspect.stack, stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401, PLC0415 - registers every intrinsic
+    finally:
+        inspect.stack = original
 
 
 def build_candidate(mod, target, _params):

@@ -25,6 +25,7 @@ from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_compute import kernel_block
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             isolate_conv, iter_kinds, largest_divisor,
+                                            sampled_split,
                                             primitive_blocks, register_tile, schedule_producer,
                                             single_output)
 
@@ -94,9 +95,9 @@ def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
     nvec = max(k for k in range(1, cap + 1)
                if (O // vl) % k == 0 and (k * vl % block == 0 or block % (k * vl) == 0))
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
-    o0, o1, o2 = sch.split(o, [None, nvec, vl])
-    y0, y1 = sch.split(y, [None, yt])
-    x0, x1 = sch.split(x, [None, xt])
+    o0, o1, o2 = sampled_split(sch, o, [None, nvec, vl])
+    y0, y1 = sampled_split(sch, y, [None, yt])
+    x0, x1 = sampled_split(sch, x, [None, xt])
     sch.reorder(n, o0, y0, x0, rc, ry, rx, y1, x1, o1, o2)
     for lp in (y1, x1, o1):
         sch.unroll(lp)
@@ -110,9 +111,9 @@ def _tile_columns_vectorised(sch, conv, lanes, budget, O, OH, OW):
     yt = largest_divisor(OH, 4)
     ot = largest_divisor(O, max(1, budget // yt))
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
-    o0, o1 = sch.split(o, [None, ot])
-    y0, y1 = sch.split(y, [None, yt])
-    x0, x1 = sch.split(x, [None, xt])
+    o0, o1 = sampled_split(sch, o, [None, ot])
+    y0, y1 = sampled_split(sch, y, [None, yt])
+    x0, x1 = sampled_split(sch, x, [None, xt])
     sch.reorder(n, o0, y0, x0, rc, ry, rx, o1, y1, x1)
     for lp in (o1, y1):
         sch.unroll(lp)

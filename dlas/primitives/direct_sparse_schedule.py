@@ -25,6 +25,7 @@ from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_sparse import SPARSE_PRIMITIVE, SPLIT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             isolate_conv, iter_kinds, largest_divisor,
+                                            sampled_split,
                                             primitive_blocks, register_tile, single_output)
 
 
@@ -85,10 +86,10 @@ def _tile_plane(sch, y, x, OH, OW, lanes, budget):
     `budget` vectors. Returns [y0, x0, y1, (x vector blocks,) x1]."""
     xt = largest_divisor(OW, 2 * lanes)
     yt = largest_divisor(OH, max(1, budget // -(-xt // lanes)))
-    y0, y1 = sch.split(y, [None, yt])
-    x0, x1 = sch.split(x, [None, xt])
+    y0, y1 = sampled_split(sch, y, [None, yt])
+    x0, x1 = sampled_split(sch, x, [None, xt])
     if xt > lanes and xt % lanes == 0:
-        xv, x1 = sch.split(x1, [None, lanes])
+        xv, x1 = sampled_split(sch, x1, [None, lanes])
         return [y0, x0, y1, xv, x1]
     return [y0, x0, y1, x1]
 

@@ -36,6 +36,7 @@ from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.gemm_compute import FORMAT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             isolate_conv, iter_kinds, largest_divisor,
+                                            sampled_split,
                                             primitive_blocks, register_tile, single_output)
 # pixels of a dense tile: with 2 vectors of channels, 16 accumulators (AVX-512)
 _PIXELS = 8
@@ -89,17 +90,17 @@ def _dense(sch, conv, im2col, lanes, budget, block):
         cap = max(1, budget // (xt * yt))
         nvec = max(v for v in range(1, cap + 1) if (O // vl) % v == 0
                    and (v * vl % block == 0 or block % (v * vl) == 0))
-        o0, o1, o2 = sch.split(o, [None, nvec, vl])
-        y0, y1 = sch.split(y, [None, yt])
-        x0, x1 = sch.split(x, [None, xt])
+        o0, o1, o2 = sampled_split(sch, o, [None, nvec, vl])
+        y0, y1 = sampled_split(sch, y, [None, yt])
+        x0, x1 = sampled_split(sch, x, [None, xt])
         inner = [y1, x1, o1, o2]
     else:  # vectors of pixels, a tile of several channels
         xt = largest_divisor(OW, lanes)
         yt = largest_divisor(OH, max(1, budget // 4))
         ot = largest_divisor(O, max(1, budget // yt))
-        o0, o1 = sch.split(o, [None, ot])
-        y0, y1 = sch.split(y, [None, yt])
-        x0, x1 = sch.split(x, [None, xt])
+        o0, o1 = sampled_split(sch, o, [None, ot])
+        y0, y1 = sampled_split(sch, y, [None, yt])
+        x0, x1 = sampled_split(sch, x, [None, xt])
         inner = [o1, y1, x1]
     weight_bytes = O * K
     cols_bytes = N * K * OH * OW  # (per group; same element size order)

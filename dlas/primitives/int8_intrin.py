@@ -111,8 +111,9 @@ TensorIntrin.register(INTRINSICS[AVX512], _desc, _avx512, override=True)
 def fix_stock_vnni() -> None:
     """Give TVM's own `dot_16x4_vnni` (which MetaSchedule's VNNI search space tensorizes
     with on an avx512vnni target) the implementation LLVM 22 accepts, so its candidates
-    build. Imports TVM's tensor intrinsics first (30-60 s; MetaSchedule's TuneContext
-    imports them anyway): registered before them, the stock module would clash."""
+    build. Imports TVM's tensor intrinsics first (30-60 s, or done already in seconds by
+    codegen's tuning.import_tensor_intrinsics; MetaSchedule's TuneContext imports them
+    anyway): registered before them, the stock module would clash."""
     from tvm.s_tir.tensor_intrin import x86  # noqa: PLC0415 - slow, only when tuning
 
     TensorIntrin.register(x86.VNNI_DOT_16x4_INTRIN, x86.dot_product_16x4_u8i8i32_desc,

@@ -28,7 +28,7 @@ from tvm.target import Target
 from dlas.primitives.int8_intrin import INTRINSICS, int8_path
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, isolate_conv,
                                             iter_kinds, largest_divisor, primitive_blocks,
-                                            register_tile, single_output,
+                                            register_tile, sampled_split, single_output,
                                             vectorize_epilogue)
 
 RULE = "Int8DotConv2D"
@@ -63,9 +63,9 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         if None in (OBS, OH, OW):
             return None
         nob, yt, xt = tile(OBS, OH, OW, budget)
-        o0, o1 = sch.split(ob, [None, nob])
-        y0, y1 = sch.split(y, [None, yt])
-        x0, x1 = sch.split(x, [None, xt])
+        o0, o1 = sampled_split(sch, ob, [None, nob])
+        y0, y1 = sampled_split(sch, y, [None, yt])
+        x0, x1 = sampled_split(sch, x, [None, xt])
         sch.reorder(n, o0, y0, x0, rb, ry, rx, r4, y1, x1, o1, oi, ri)
         for lp in (y1, x1, o1):
             sch.unroll(lp)

@@ -44,6 +44,26 @@ def largest_divisor(n: int, cap: int) -> int:
     return 1
 
 
+# the largest innermost tile MetaSchedule's mutations may draw (a few vectors of lanes)
+MAX_INNERMOST = 64
+
+
+def sampled_split(sch: s_tir.Schedule, loop: LoopRV, factors: list[int | None]) -> list[LoopRV]:
+    """`sch.split(loop, factors)` with the factors drawn by MetaSchedule's
+    `sample_perfect_tile`, its decision preset to `factors` (None: the rest of the extent).
+    The untuned build gets exactly the fixed split; in a tuned build the default schedule is
+    one point of a search space whose tiles MutateTileSize moves."""
+    ext = extent(sch, loop)
+    known = 1
+    for f in factors:
+        known *= f if f is not None else 1
+    decision = [f if f is not None else ext // known for f in factors]
+    sampled = sch.sample_perfect_tile(loop, n=len(decision),
+                                      max_innermost_factor=max(MAX_INNERMOST, decision[-1]),
+                                      decision=decision)
+    return sch.split(loop, sampled)
+
+
 def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
     ext = sch.get(loop).extent
     return int(ext) if isinstance(ext, tirx.IntImm) else None
@@ -97,7 +117,7 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, *,
     inner = loops[-1]
     outer = loops[:-1]
     if exts[-1] > lanes and exts[-1] % lanes == 0:
-        outer_part, inner = sch.split(inner, factors=[None, lanes])
+        outer_part, inner = sampled_split(sch, inner, [None, lanes])
         outer = outer + [outer_part]
     if exts[-1] > 1:
         sch.vectorize(inner)

@@ -22,6 +22,7 @@ from tvm.target import Target
 
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             isolate_conv, iter_kinds, largest_divisor,
+                                            sampled_split,
                                             primitive_blocks, register_tile, schedule_producer,
                                             single_output)
 from dlas.primitives.spatial_pack_compute import NAME, RULE
@@ -71,9 +72,9 @@ def _tile_packed(sch, conv, lanes, budget):
     nvec = largest_divisor(B // vl, budget)
     xt = largest_divisor(OW, max(1, budget // nvec))
     yt = largest_divisor(OH, max(1, budget // (nvec * xt)))
-    oi0, oi1, oi2 = sch.split(oi, [None, nvec, vl])
-    y0, y1 = sch.split(y, [None, yt])
-    x0, x1 = sch.split(x, [None, xt])
+    oi0, oi1, oi2 = sampled_split(sch, oi, [None, nvec, vl])
+    y0, y1 = sampled_split(sch, y, [None, yt])
+    x0, x1 = sampled_split(sch, x, [None, xt])
     sch.reorder(n, ob, y0, oi0, x0, *reductions, y1, x1, oi1, oi2)
     for lp in (y1, x1, oi1):
         sch.unroll(lp)

@@ -94,6 +94,10 @@ def test_default_schedules_are_candidates(tuned):
     never slower than untuned as measured (with 2 trials a task, it usually wins)."""
     stats = tuned["first"]
     assert 0 <= stats["default_won_tasks"] <= stats["tuned_tasks"]
+    # each measured default either stayed best or was beaten (by that much)
+    assert stats["default_won_tasks"] + stats["improved_tasks"] == stats["tuned_tasks"]
+    assert (stats["improved_speedup_max"] >= stats["improved_speedup_geomean"] > 1) == (
+        stats["improved_tasks"] > 0)
     db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
     traces = (db / "database_tuning_record.json").read_text()
     assert traces.count("dlas.schedule_rule") >= stats["tuned_tasks"]
@@ -156,7 +160,7 @@ def test_data_dependent_loops_are_detected():
 @pytest.mark.parametrize("kwargs, what", [
     ({"trials": -1}, "codegen.trials"), ({"trials_per_task": 0}, "codegen.trials_per_task"),
     ({"trials": 2.5}, "codegen.trials"), ({"min_task_share": 1.5}, "codegen.min_task_share"),
-    ({"runner_timeout_s": 0}, "codegen.runner_timeout_s")])
+    ({"runner_timeout_s": 0}, "codegen.runner_timeout_s"), ({"space": "ansor"}, "codegen.space")])
 def test_bad_settings_name_the_value(kwargs, what):
     with pytest.raises(DLASError, match=what):
         AutoSchedule(**kwargs)

@@ -1,0 +1,127 @@
+"""The search starts from DLAS's default schedule: its sampled tiles are a search space
+MetaSchedule mutates. A deliberately poor preset (innermost tile 1 instead of the vector
+width) on one small conv must be beaten by the search, as measured through loopback RPC."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, s_tir
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.dlight import ScheduleRule
+
+from dlas.codegen import AutoSchedule
+from dlas.codegen.autoschedule import design_space, tuning_target
+from dlas.codegen.tuning import improvement_stats, target_digest
+from dlas.hardware import LocalCPU
+from dlas.primitives.direct import Direct
+from dlas.store.artifacts import code_version
+
+SAMPLE = "SamplePerfectTile"
+
+
+def conv_module() -> tvm.IRModule:
+    """relu(conv2d) of 16 -> 32 channels, 3x3, 16x16: one tunable task."""
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 16, 16), "float32"))
+    w = rng.standard_normal((32, 16, 3, 3)).astype("float32")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w), padding=1)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def channel_tile(trace: s_tir.schedule.Trace):
+    """The first sampled tile of the trace (direct's output channels: [rest, vectors, lanes])."""
+    inst = next(i for i in trace.insts if i.kind.name == SAMPLE)
+    return inst, [int(d) for d in trace.decisions[inst]]
+
+
+class PoorStart(ScheduleRule):
+    """A rule whose three-factor channel tile (direct's [rest, vectors, lanes]) is preset to
+    [all, 1, 1]: the same loops, no vector and one accumulator per pixel."""
+
+    def __init__(self, rule: ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        sch = self.rule.apply(func, target, tunable)
+        if sch is None:
+            return None
+        if not any(i.kind.name == SAMPLE for i in sch.trace.insts):
+            return sch
+        inst, tile = channel_tile(sch.trace)
+        poor = s_tir.Schedule(func)
+        sch.trace.with_decision(inst, [np.prod(tile).item(), 1, 1], remove_postproc=True
+                                ).apply_to_schedule(poor, remove_postproc=False)
+        return poor
+
+
+class PoorDefault(AutoSchedule):
+    def rules(self, primitive, target):
+        return [PoorStart(rule) for rule in super().rules(primitive, target)]
+
+
+@pytest.fixture(scope="module")
+def poor(tmp_path_factory):
+    hardware = LocalCPU()
+    # 4 candidates, a small search and short timings: the poor preset is several times slower
+    codegen = PoorDefault(trials=4, trials_per_iter=4, population_size=16, genetic_iters=1,
+                          min_repeat_ms=5, space="dlas",
+                          database_dir=str(tmp_path_factory.mktemp("tuning")))
+    codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
+    return codegen, hardware
+
+
+def test_search_mutates_a_poor_default_into_a_faster_schedule(poor):
+    codegen, hardware = poor
+    stats = codegen.stats
+    assert stats["tuned_tasks"] == 1 and stats["tuning_trials"] == 4
+    # the measured poor default is in the database; a searched schedule beat it, by far
+    assert stats["improved_tasks"] == 1 and stats["default_won_tasks"] == 0
+    assert stats["improved_speedup_max"] == stats["improved_speedup_geomean"] > 1.5
+    database = ms.database.JSONDatabase(work_dir=stats["tuning_database"])
+    records = [r for r in database.get_all_tuning_records() if r.run_secs]
+    best = min(records, key=lambda r: float(r.run_secs[0]))
+    # the winner is DLAS's schedule (same instructions), its channel tile moved off the preset
+    assert "DirectConv2D" in str(best.trace) and "sample_perfect_tile" in str(best.trace)
+    assert channel_tile(best.trace)[1] != [32, 1, 1]
+    assert target_digest(tuning_target(hardware.target, hardware)) in stats["tuning_database"]
+
+
+def test_improvement_stats(monkeypatch):
+    """Per task: the best record's speedup over the measured default."""
+    best = {"a": 1.0, "b": 0.5, "c": 0.25}  # seconds of each task's best record
+    monkeypatch.setattr("dlas.codegen.tuning.best_secs", lambda database, task: best[task])
+    got = improvement_stats(None, {"a": 1.0, "b": 1.0, "c": 1.0})
+    assert got == {"default_won_tasks": 1, "improved_tasks": 2,
+                   "improved_speedup_geomean": round((2 * 4) ** 0.5, 4),
+                   "improved_speedup_max": 4.0}
+    assert improvement_stats(None, {}) == {"default_won_tasks": 0, "improved_tasks": 0,
+                                           "improved_speedup_geomean": 1.0,
+                                           "improved_speedup_max": 1.0}
+
+
+@pytest.mark.parametrize("package", ["primitives", "codegen"])
+def test_changed_schedule_source_gets_a_fresh_database(tmp_path, monkeypatch, package):
+    """target_digest holds the hash of DLAS's schedule sources: edit one, new folder."""
+    for name in ("primitives", "codegen"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "schedule.py").write_text("TILE = 8\n")
+    monkeypatch.setattr("dlas.codegen.tuning.code_version",  # (uncached, sources in tmp_path)
+                        lambda *packages: code_version.__wrapped__(*packages, root=tmp_path))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    before = target_digest(target)
+    assert target_digest(target) == before
+    (tmp_path / package / "schedule.py").write_text("TILE = 16\n")
+    assert target_digest(target) != before
+
+
+def test_design_space_kinds():
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    assert design_space("generic", [], target) == "post-order-apply"
+    assert isinstance(design_space("dlas", [], target), ms.space_generator.ScheduleFn)
+    assert isinstance(design_space("union", [], target), ms.space_generator.SpaceGeneratorUnion)

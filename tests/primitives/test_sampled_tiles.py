@@ -1,0 +1,139 @@
+"""The default schedules draw their tiles with `sample_perfect_tile` (a search space for
+MetaSchedule), their decisions preset to the heuristic: the untuned build must get exactly
+the schedule of fixed splits, and the decisions must be the heuristic's tiles."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir
+
+from dlas.codegen import Untuned
+from dlas.codegen.pipeline import front_passes, inference_passes, relax_pipeline
+from dlas.codegen.tuning import default_schedule
+from dlas.hardware.base import make_target
+from dlas.primitives import Direct, Gemm, SpatialPack
+
+# a fixed target (not the host): the tiles depend on its vector width and register count
+TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})
+# (in channels, out channels, side, kernel, stride, groups)
+SHAPES = [(16, 32, 8, 3, 1, 1), (32, 64, 9, 1, 1, 1), (24, 24, 12, 3, 1, 24)]
+MODULES = ["dlas.primitives.direct_schedule", "dlas.primitives.direct_sparse_schedule",
+           "dlas.primitives.gemm_schedule", "dlas.primitives.int8_schedule",
+           "dlas.primitives.spatial_pack_schedule", "dlas.primitives.schedule_utils",
+           "dlas.codegen.schedules"]
+CASES = {"direct": (Direct, "float32"), "gemm": (Gemm, "float32"),
+         "spatial_pack": (SpatialPack, "float32"), "direct-csr": (Direct, "float32"),
+         "direct-int8": (Direct, "int8"), "spatial_pack-int8": (SpatialPack, "int8")}
+
+
+def convs(dtype: str, sparse: bool) -> tvm.IRModule:
+    """main(x_0, x_1, ...) = (relu(conv2d_0(x_0)), ...) with constant weights; int8 -> int32."""
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType((1, c, s, s), dtype))
+          for i, (c, _, s, _, _, _) in enumerate(SHAPES)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            outs = []
+            for x, (c, o, _, k, stride, groups) in zip(xs, SHAPES):
+                w = rng.integers(-8, 8, (o, c // groups, k, k)).astype(dtype)
+                if sparse:
+                    w[rng.random(w.shape) < 0.8] = 0
+                y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=k // 2,
+                                               groups=groups,
+                                               out_dtype="int32" if dtype == "int8" else dtype))
+                outs.append(bb.emit(relax.op.nn.relu(y)) if dtype != "int8" else y)
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def case(name: str):
+    primitive, dtype = CASES[name]
+    sparse = name.endswith("csr")
+    return convs(dtype, sparse), primitive(format="csr" if sparse else "dense")
+
+
+def fixed_split(sch, loop, factors):
+    """The schedules' splits before sampling: literal factors."""
+    return sch.split(loop, factors)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_untuned_schedule_equals_the_fixed_split_one(name, monkeypatch):
+    mod, primitive = case(name)
+    sampled = Untuned().schedule(mod, primitive, TARGET)
+    for module in MODULES:
+        monkeypatch.setattr(f"{module}.sampled_split", fixed_split)
+    fixed = Untuned().schedule(mod, primitive, TARGET)
+    assert {gv.name_hint for gv, _ in sampled.functions_items()} == {
+        gv.name_hint for gv, _ in fixed.functions_items()}
+    for gv, func in sampled.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            assert int(func.attrs["tirx.is_scheduled"]) == 1, gv.name_hint
+            tvm.ir.assert_structural_equal(func, fixed[gv.name_hint])
+
+
+def decisions(name: str) -> dict[str, list[list[int]]]:
+    """The sampled tiles of each scheduled conv function, in trace order."""
+    mod, primitive = case(name)
+    fused = relax_pipeline(inference_passes() + front_passes(primitive, TARGET), TARGET)(mod)
+    rules = Untuned().rules(primitive, TARGET)
+    out = {}
+    for gv, func in fused.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc) and "conv" in gv.name_hint:
+            with TARGET:
+                sch = default_schedule(func, rules, TARGET)
+            trace = sch.trace
+            out[gv.name_hint] = [[int(d) for d in trace.decisions[inst]] for inst in trace.insts
+                                 if inst.kind.name == "SamplePerfectTile"]
+    return out
+
+
+# the heuristic tiles on AVX-512 (16 float lanes, 32 vector registers) per conv function,
+# as the fixed splits gave them before sampling: output channels ([rest, vectors, lanes]; int8
+# [rest, blocks of 16]; depthwise [rest, channels]), rows, columns; CSR rows, columns
+EXPECTED = {
+    "direct": {"fused_conv2d_direct_relu": [[1, 2, 16], [8, 1], [1, 8]],
+               "fused_conv2d_direct1_relu1": [[1, 4, 16], [9, 1], [3, 3]],
+               "fused_conv2d_direct2_relu2": [[6, 4], [3, 4], [1, 12]]},  # depthwise
+    "gemm": {"conv2d_gemm": [[1, 2, 16], [8, 1], [1, 8]],
+             "conv2d_gemm1": [[1, 4, 16], [9, 1], [3, 3]],
+             "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},  # depthwise: direct
+    "spatial_pack": {"fused_conv2d_spatial_pack_relu": [[1, 2, 16], [8, 1], [1, 8]],
+                     "fused_conv2d_spatial_pack1_relu1": [[1, 2, 16], [9, 1], [3, 3]],
+                     "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},
+    "direct-csr": {"fused_conv2d_direct_csr_relu": [[1, 8], [1, 8]],
+                   "fused_conv2d_direct_csr1_relu1": [[1, 9], [1, 9]],
+                   "fused_conv2d_direct_csr2_relu2": [[1, 12], [1, 12]]},
+    "direct-int8": {"conv2d_direct_int8": [[1, 2], [8, 1], [1, 8]],
+                    "conv2d_direct_int81": [[1, 4], [9, 1], [3, 3]],
+                    "conv2d_direct": [[6, 4], [3, 4], [1, 12]]},  # depthwise: generic int8
+    "spatial_pack-int8": {"conv2d_spatial_pack_int8": [[1, 2], [8, 1], [1, 8]],
+                          "conv2d_spatial_pack_int81": [[2, 2], [9, 1], [3, 3]],
+                          "conv2d_direct": [[6, 4], [3, 4], [1, 12]]},
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_decisions_are_the_heuristic_tiles(name):
+    assert decisions(name) == EXPECTED[name]
+
+
+def test_a_decision_is_a_search_point():
+    """Replayed with another decision, the same trace gives another valid tiling."""
+    mod, primitive = case("direct")
+    fused = relax_pipeline(inference_passes() + front_passes(primitive, TARGET), TARGET)(mod)
+    func = fused["fused_conv2d_direct_relu"]  # 32 output channels: [1, 2, 16] by default
+    with TARGET:
+        sch = default_schedule(func, Untuned().rules(primitive, TARGET), TARGET)
+    inst = next(i for i in sch.trace.insts if i.kind.name == "SamplePerfectTile")
+    moved = s_tir.Schedule(func)
+    sch.trace.with_decision(inst, [2, 1, 16], remove_postproc=True).apply_to_schedule(
+        moved, remove_postproc=False)
+    assert not tvm_ffi.structural_equal(moved.mod, sch.mod)
+    tiles = [[int(d) for d in moved.trace.decisions[i]] for i in moved.trace.insts
+             if i.kind.name == "SamplePerfectTile"]
+    assert tiles[0] == [2, 1, 16]
