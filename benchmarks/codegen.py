@@ -43,10 +43,8 @@ DLAS issue 8 are checked at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import csv
-import io
 import logging
 import os
 import sys
@@ -117,43 +115,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-# -- baselines (this process) ------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    from dlas.errors import first_line
 
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def export_onnx(net, x, path: Path) -> None:
-    import torch
-
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # its progress lines
-        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"])
-
-
-def quantize_onnx(fp32: Path, out: Path, samples) -> None:
-    """ORT int8 the usual way: static QDQ, per-channel weights (see the module docstring)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": s} for s in samples])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    return f"{type(err).__name__}: {first_line(str(err), 160)}"
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -201,16 +166,13 @@ def lat_fields(lat: dict) -> dict:
             "cv": lat["latency_cv"]}
 
 
-def one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
-
-
 # -- one model, one precision --------------------------------------------------------------------
 
 def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> None:
     """Baselines, then every primitive untuned and at every budget."""
     import numpy as np
     import torch
+    from onnx_baseline import export_onnx, ort_session, quantize_onnx
     from conv_reference import make_primitive, primitive_configs
     from primitives import torch_latency
 
@@ -235,7 +197,7 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
             build_s = time.perf_counter() - start
             lat = torch_latency(fn, *timing)
         except Exception as err:  # noqa: BLE001 -- one failed row must not end the table
-            table.add({**base, "method": method, "error": one_line(err)})
+            table.add({**base, "method": method, "error": _one_line(err)})
             return None
         row = table.add({**base, "method": method, **lat_fields(lat), "build_s": build_s,
                          "rel_diff": rel(out),
@@ -297,7 +259,7 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
                     mod, make_primitive(configs[prim], "dense", **overrides), x.numpy(), codegen,
                     **kwargs)
             except Exception as err:  # noqa: BLE001
-                table.add({**row, "error": one_line(err)})
+                table.add({**row, "error": _one_line(err)})
                 continue
             med = lat["latency_ms_median"]
             untuned_ms = med if trials is None and not variant else untuned_ms
@@ -416,7 +378,7 @@ def main() -> None:
                     q = int8_net(net, x)
                 except Exception as err:  # noqa: BLE001
                     table.add({"model": model, "precision": "int8", "method": "dlas int8",
-                               "error": one_line(err)})
+                               "error": _one_line(err)})
                     continue
                 bench_precision(ctx, model, "int8", q, x, table)
     goals(table.rows)
