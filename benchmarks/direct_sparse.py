@@ -112,7 +112,7 @@ def main() -> None:
                 ("csr", unstructured, Direct(format="csr")),
                 (names[2], unstructured, Direct(format="bsr", block=block)),
                 (names[3], blocky, Direct(format="bsr", block=block))]:
-            ex = Untuned().build(conv_module(c, h, w, weight, stride), prim, target)
+            ex = Untuned().build(conv_module(c, h, w, weight, stride), prim, target).executable
             fn = relax.VirtualMachine(ex, tvm.cpu())["main"]
             ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), stride=stride,
                            padding=1).numpy()

@@ -146,9 +146,8 @@ def bench_model(name: str, targets: list[str], rounds: int, repeat: int,
                 stats = ""
             else:
                 codegen = Untuned()
-                ex = codegen.build(mod, Direct(), target)
-                stats = (f"{codegen.stats['scheduled_funcs']}/"
-                         f"{codegen.stats['unscheduled_funcs']}")
+                ex, built = codegen.build(mod, Direct(), target)
+                stats = f"{built['scheduled_funcs']}/{built['unscheduled_funcs']}"
             compile_s = time.perf_counter() - start
             out, timers[(method, tname)] = vm_timer(ex, x.numpy(), repeat)
             rows.append({"model": name, "method": method, "target": tname,

@@ -34,8 +34,9 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 
-from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
-                                   front_passes, inference_passes, relax_pipeline)
+from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
+                                   default_schedule_pass, front_passes, inference_passes,
+                                   relax_pipeline)
 from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, build_candidate,
                                  default_schedule, exporter, import_tensor_intrinsics,
                                  improvement_stats, measure_defaults, quiet_metaschedule,
@@ -43,7 +44,7 @@ from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, build_candidate
 from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
-from dlas.primitives.base import Primitive
+from dlas.primitives.base import LayerCounts, Primitive
 from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni
 from dlas.primitives.schedule_utils import extent, root_blocks
 from dlas.store.locks import wait_for_lock
@@ -69,7 +70,7 @@ class AutoSchedule(Untuned):
     defaults, 512 and 4, cost ~50 s of search per round on 2 cores);
     space: what the search explores (SPACES: "dlas" = the default schedule's sampled tiles,
     "generic" = MetaSchedule's sketches, "union" = both).
-    After `build`, `stats` adds tuning_s, tasks, tuned/reused/untuned task counts, how
+    The stats `build` returns add tuning_s, tasks, tuned/reused/untuned task counts, how
     many tasks the search improved over the default and by how much, and how many
     functions kept their default schedule and why.
     """
@@ -108,15 +109,16 @@ class AutoSchedule(Untuned):
     # -- the build -----------------------------------------------------------------------------
 
     def build(self, mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
-              hardware=None) -> tvm.runtime.Executable:
+              hardware=None) -> Build:
         """Compile `mod`, tuning its tasks on `hardware` (default: this CPU over loopback RPC)."""
         from dlas.hardware.base import LocalCPU  # codegen must not import hardware at load time
 
         hardware = hardware if hardware is not None else LocalCPU(target=target)
         target = tuning_target(target, hardware)
-        primitive.reset_stats()
+        counts = LayerCounts()
         rules = self.rules(primitive, target)
-        fused = relax_pipeline(inference_passes() + front_passes(primitive, target), target)(mod)
+        fused = relax_pipeline(inference_passes() + front_passes(primitive, target, counts),
+                               target)(mod)
         prescheduled = scheduled_names(fused)  # kernels a primitive writes ready-scheduled
         fused, kept = schedule_data_dependent(fused, rules, target)
         tasks, small = tunable_tasks(fused, target, self.min_task_share)
@@ -127,7 +129,7 @@ class AutoSchedule(Untuned):
         # the ledger instead of tuning them again (and two tuners would disturb each other's timing)
         with wait_for_lock(db_dir.parent / f".{db_dir.name}.lock", f"tuning database {db_dir}"):
             tuning = self.tune(tasks, target, hardware, db_dir, rules,
-                               vnni=primitive.stats.get("int8_path") == VNNI)
+                               vnni=counts.stats.get("int8_path") == VNNI)
         tuning["tuning_s"] = time.perf_counter() - start
         tuning["small_tasks"] = len(small)
 
@@ -142,14 +144,14 @@ class AutoSchedule(Untuned):
             executable = tvm.compile(fused, target=target,
                                      relax_pipeline=relax_pipeline(passes, target))
         tuned_funcs = sorted(set(applied.names) - set(kept) - set(prescheduled))
-        self.stats = {**record.stats, **primitive.stats, **tuning,
-                      "tuning_database": str(db_dir),
-                      "tuned_funcs": len(tuned_funcs),
-                      "default_schedule_funcs": record.stats["scheduled_funcs"] - len(tuned_funcs),
-                      "data_dependent_funcs": len(kept),
-                      "prescheduled_funcs": len(prescheduled),
-                      "schedule_note": schedule_note(kept, prescheduled, tuning)}
-        return executable
+        stats = {**record.stats, **counts.stats, **tuning,
+                 "tuning_database": str(db_dir),
+                 "tuned_funcs": len(tuned_funcs),
+                 "default_schedule_funcs": record.stats["scheduled_funcs"] - len(tuned_funcs),
+                 "data_dependent_funcs": len(kept),
+                 "prescheduled_funcs": len(prescheduled),
+                 "schedule_note": schedule_note(kept, prescheduled, tuning)}
+        return Build(executable, stats)
 
     def task_budget(self, n_tasks: int) -> int:
         """Trials one task gets: an even share of the total, at most trials_per_task."""

@@ -8,6 +8,8 @@ from `tvm.relax.backend.cpu_generic.pipeline`, or `gpu_generic.pipeline` for GPU
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tvm
 from tvm.ir.expr import Constant
@@ -19,7 +21,7 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
 from dlas.codegen.dense import dense_legalize_map
 from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
 from dlas.codegen.graph import FoldInferenceConstants
-from dlas.primitives.base import Primitive
+from dlas.primitives.base import LayerCounts, Primitive
 from dlas.primitives.schedule_utils import RULE_KEY
 
 
@@ -34,11 +36,14 @@ def inference_passes() -> list[tvm.transform.Pass]:
             relax.transform.FoldConstant()]
 
 
-def front_passes(primitive: Primitive, target: tvm.target.Target) -> list[tvm.transform.Pass]:
+def front_passes(primitive: Primitive, target: tvm.target.Target,
+                 counts: LayerCounts | None = None) -> list[tvm.transform.Pass]:
     """Library dispatch, the primitive's conv2d legalization (DLAS's blocked matmul for
     constant-weight linear layers, TVM's for every other op), constant folding (weight
-    transforms of constant weights), fusion into PrimFuncs."""
-    legalize = {**dense_legalize_map(), **primitive.legalize_map()}
+    transforms of constant weights), fusion into PrimFuncs. `counts`: where the build
+    counts how its conv2d layers were legalized."""
+    record = counts.add if counts is not None else (lambda **_: None)
+    legalize = {**dense_legalize_map(), **primitive.legalize_map(record)}
     return _generic(target).library_dispatch_passes(target) + [
         relax.transform.LegalizeOps(legalize),
         relax.transform.AnnotateTIROpPattern(),
@@ -100,6 +105,13 @@ def constant_bytes(mod: tvm.IRModule) -> int:
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     return sum(sizes)
+
+
+class Build(NamedTuple):
+    """What a code generator's `build` returns: the executable and the statistics of this
+    build for the results row (layer counts, schedules, tuning)."""
+    executable: tvm.runtime.Executable
+    stats: dict
 
 
 @tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduleStats")

@@ -11,19 +11,19 @@ from __future__ import annotations
 import tvm
 
 from dlas.codegen.gpu import RequireScheduled, gpu_rules, is_gpu
-from dlas.codegen.pipeline import (RecordScheduleStats, back_passes, default_schedule_pass,
-                                   front_passes, inference_passes, relax_pipeline)
+from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
+                                   default_schedule_pass, front_passes, inference_passes,
+                                   relax_pipeline)
 from dlas.codegen.schedules import generic_rules
-from dlas.primitives.base import Primitive
+from dlas.primitives.base import LayerCounts, Primitive
 
 
 class Untuned:
-    """Config: conf/codegen/untuned.yaml. After `build`, `stats` holds the counts of
-    scheduled and unscheduled PrimFuncs of the last build (for the results row)."""
+    """Config: conf/codegen/untuned.yaml. `build` returns the executable with the build's
+    statistics: scheduled and unscheduled PrimFuncs, how the conv2d layers were legalized."""
 
     def __init__(self, name: str = "untuned"):
         self.name = name
-        self.stats: dict = {}
 
     def rules(self, primitive: Primitive, target: tvm.target.Target) -> list:
         """Primitive rules first: they claim their conv2d functions before the generic ones.
@@ -33,8 +33,9 @@ class Untuned:
         return primitive.schedule_rules(target) + generic_rules()
 
     def pipeline(self, primitive: Primitive, target: tvm.target.Target,
-                 record: RecordScheduleStats | None = None) -> tvm.transform.Pass:
-        passes = (inference_passes() + front_passes(primitive, target)
+                 record: RecordScheduleStats | None = None,
+                 counts: LayerCounts | None = None) -> tvm.transform.Pass:
+        passes = (inference_passes() + front_passes(primitive, target, counts)
                   + [default_schedule_pass(self.rules(primitive, target))]
                   + ([record] if record is not None else []) + self._require(primitive, target)
                   + back_passes(target))
@@ -55,14 +56,12 @@ class Untuned:
         return relax_pipeline(passes, target)(mod)
 
     def build(self, mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
-              hardware=None) -> tvm.runtime.Executable:
+              hardware=None) -> Build:
         """Compile `mod` for `target` (`hardware`, where it runs, matters to tuned builds only)."""
-        record = RecordScheduleStats()
-        primitive.reset_stats()
+        record, counts = RecordScheduleStats(), LayerCounts()
         executable = tvm.compile(mod, target=target,
-                                 relax_pipeline=self.pipeline(primitive, target, record))
-        self.stats = {**record.stats, **primitive.stats}
-        return executable
+                                 relax_pipeline=self.pipeline(primitive, target, record, counts))
+        return Build(executable, {**record.stats, **counts.stats})
 
     def __repr__(self) -> str:
         return f"Untuned(name={self.name!r})"

@@ -33,6 +33,41 @@ tvm_ffi.register_error("DLASError", DLASError)
 LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]
 
 
+# LayerCounts.add: how one conv2d was legalized (sparse=, fallback=, int8=)
+Record = Callable[..., None]
+
+
+class LayerCounts:
+    """How one build's conv2d layers were legalized, for the results row: conv_layers,
+    sparse_layers, fallback_layers and their reasons, int8_path / int8_dot_layers. A build
+    makes one and hands its `add` to the primitive's hooks (the primitive keeps no state)."""
+
+    def __init__(self):
+        self.stats: dict = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
+                            "fallbacks": {}}
+
+    def add(self, *, sparse: bool = False, fallback: str | None = None,
+            int8: str | None = None) -> None:
+        """One conv2d: `sparse` when it took the sparse format, `fallback` (a reason) when the
+        primitive could not compute it and another did, `int8` the instruction path of an
+        int8 conv (int8_intrin.py: vnni, avx512, plain). A fallback is never silent."""
+        if int8 is not None:
+            self._int8(int8)
+        self.stats["conv_layers"] += 1
+        self.stats["sparse_layers"] += int(sparse)
+        if fallback is not None:
+            self.stats["fallback_layers"] += 1
+            self.stats["fallbacks"][fallback] = self.stats["fallbacks"].get(fallback, 0) + 1
+
+    def _int8(self, path: str) -> None:
+        """The row's `int8_path` is the dot-product path when any int8 conv took one (vnni,
+        avx512), else plain; `int8_dot_layers` counts those convs (depthwise and grouped ones
+        stay plain). Float models record neither."""
+        dot = self.stats.get("int8_dot_layers", 0) + int(path != "plain")
+        best = self.stats.get("int8_path", "plain")
+        self.stats.update(int8_dot_layers=dot, int8_path=path if path != "plain" else best)
+
+
 class Primitive(ABC):
     """Base of the conv2d primitives; subclasses set `formats` and implement the two hooks.
 
@@ -55,39 +90,11 @@ class Primitive(ABC):
             raise DLASError("primitive.sparsity_threshold", sparsity_threshold,
                             "a fraction in [0, 1]", layer="primitive")
         self.name, self.format, self.sparsity_threshold = name, format, threshold
-        self.stats: dict = {}
-        self.reset_stats()
-
-    def reset_stats(self) -> None:
-        """Forget the last build's layer counts (codegen calls this before legalizing)."""
-        self.stats = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
-                      "fallbacks": {}}
-
-    def count_layer(self, *, sparse: bool = False, fallback: str | None = None,
-                    int8: str | None = None) -> None:
-        """Record how one conv2d was legalized: `sparse` when it took the sparse format,
-        `fallback` (a reason) when this primitive could not compute it and another did,
-        `int8` the instruction path of an int8 conv (int8_intrin.py: vnni, avx512, plain).
-        The counts go into the results row; a fallback is never silent."""
-        if int8 is not None:
-            self.count_int8(int8)
-        self.stats["conv_layers"] += 1
-        self.stats["sparse_layers"] += int(sparse)
-        if fallback is not None:
-            self.stats["fallback_layers"] += 1
-            self.stats["fallbacks"][fallback] = self.stats["fallbacks"].get(fallback, 0) + 1
-
-    def count_int8(self, path: str) -> None:
-        """Record one int8 conv2d and its path. The row's `int8_path` is the dot-product path
-        when any int8 conv took one (vnni, avx512), else plain; `int8_dot_layers` counts
-        those convs (depthwise and grouped ones stay plain). Float models record neither."""
-        dot = self.stats.get("int8_dot_layers", 0) + int(path != "plain")
-        best = self.stats.get("int8_path", "plain")
-        self.stats.update(int8_dot_layers=dot, int8_path=path if path != "plain" else best)
 
     @abstractmethod
-    def legalize_map(self) -> dict[str, LegalizeFunc]:
-        """The `customize_legalize_map` for `relax.transform.LegalizeOps`."""
+    def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
+        """The `customize_legalize_map` for `relax.transform.LegalizeOps`; its hooks tell
+        `record` (LayerCounts.add of the build) how each conv2d was computed."""
 
     @abstractmethod
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:

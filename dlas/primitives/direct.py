@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LegalizeFunc, Primitive
+from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
@@ -33,7 +33,7 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
     """LegalizeOps hook for relax.nn.conv2d: emit `conv2d_direct` (NCHW/OIHW graphs), or
     for an int8 layer on a target with integer dot products (int8_dot) the dot-product
     compute with direct's tiling and NCHW4c input (triage.py). `record`
-    (Primitive.count_layer) is told how each layer was computed."""
+    (LayerCounts.add) is told how each layer was computed."""
     layer = open_conv2d(bb, call, primitive="direct", format="dense", threshold=1.0,
                         int8_dot=int8_dot, record=record, widest_block=K4)
     if not isinstance(layer, Conv2dLayer):
@@ -121,14 +121,14 @@ class Direct(Primitive):
         self.block = parse_block(block)
         self.int8_dot = bool(int8_dot)
 
-    def legalize_map(self) -> dict[str, LegalizeFunc]:
+    def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
         if self.format == "dense":
-            hook = functools.partial(legalize_conv2d_direct, record=self.count_layer,
+            hook = functools.partial(legalize_conv2d_direct, record=record,
                                      int8_dot=self.int8_dot)
         else:
             hook = functools.partial(legalize_conv2d_direct_sparse, format=self.format,
                                      threshold=self.sparsity_threshold, block=self.block,
-                                     record=self.count_layer, int8_dot=self.int8_dot)
+                                     record=record, int8_dot=self.int8_dot)
         return {"relax.nn.conv2d": hook}
 
     def __repr__(self) -> str:

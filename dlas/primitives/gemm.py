@@ -20,7 +20,7 @@ from tvm import relax
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import FORMATS, LegalizeFunc, Primitive
+from dlas.primitives.base import FORMATS, LegalizeFunc, Primitive, Record
 from dlas.primitives.direct import direct_dense
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.gemm_compute import (conv2d_gemm, conv2d_gemm_bsr, conv2d_gemm_csr,
@@ -58,7 +58,7 @@ def legalize_conv2d_gemm(bb: relax.BlockBuilder, call: relax.Call, format: str =
                          int8_dot: bool = True) -> relax.Expr:
     """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW, static shapes): im2col GEMM; an
     int8 layer on a target with integer dot products (int8_dot) as the dot-product GEMM
-    over the patch matrix (int8_legalize.py). `record` (Primitive.count_layer) is told how
+    over the patch matrix (int8_legalize.py). `record` (LayerCounts.add) is told how
     each layer was computed."""
     layer = open_conv2d(bb, call, primitive="gemm", format=format, threshold=sparsity_threshold,
                         int8_dot=int8_dot, record=record, widest_block=OB, im2col=True)
@@ -113,10 +113,10 @@ class Gemm(Primitive):
         self.block = parse_block(block)
         self.int8_dot = bool(int8_dot)
 
-    def legalize_map(self) -> dict[str, LegalizeFunc]:
+    def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
         return {"relax.nn.conv2d": functools.partial(
             legalize_conv2d_gemm, format=self.format, sparsity_threshold=self.sparsity_threshold,
-            block=self.block, record=self.count_layer, int8_dot=self.int8_dot)}
+            block=self.block, record=record, int8_dot=self.int8_dot)}
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         # direct's rule for the depthwise layers handed to it

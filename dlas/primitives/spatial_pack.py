@@ -30,7 +30,7 @@ from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LegalizeFunc, Primitive
+from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct import direct_dense
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.int8_compute import OB
@@ -86,12 +86,12 @@ def _budget() -> int:
 
 
 def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
-                                 prim: SpatialPack) -> relax.Expr:
-    """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW graphs); `prim` gives the settings
-    and records how each layer was computed."""
+                                 prim: SpatialPack, record: Record) -> relax.Expr:
+    """LegalizeOps hook for relax.nn.conv2d (NCHW/OIHW graphs); `prim` gives the settings,
+    `record` (LayerCounts.add) is told how each layer was computed."""
     layer = open_conv2d(bb, call, primitive=NAME, format=prim.format,
                         threshold=prim.sparsity_threshold, int8_dot=prim.int8_dot,
-                        record=prim.count_layer, widest_block=OB)
+                        record=record, widest_block=OB)
     if not isinstance(layer, Conv2dLayer):
         return layer
     attrs, value, wshape = layer.attrs, layer.value, layer.wshape
@@ -172,8 +172,9 @@ class SpatialPack(Primitive):
         self.oc_block = integer("primitive.oc_block", oc_block, 1, optional=True,
                                 layer="primitive")
 
-    def legalize_map(self) -> dict[str, LegalizeFunc]:
-        return {"relax.nn.conv2d": functools.partial(legalize_conv2d_spatial_pack, prim=self)}
+    def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
+        return {"relax.nn.conv2d": functools.partial(legalize_conv2d_spatial_pack, prim=self,
+                                                     record=record)}
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         # direct's rule for the layers handed to it (grouped, depthwise)

@@ -32,7 +32,7 @@ class Conv2dLayer:
     sparse: bool                    # the primitive's sparse format takes this layer
     wshape: list[int] | None        # static shapes (None: a symbolic dimension)
     dshape: list[int] | None
-    record: Callable[..., None]     # Primitive.count_layer with the layer's int8 tag
+    record: Callable[..., None]     # LayerCounts.add with the layer's int8 tag
 
     @property
     def groups(self) -> int:

@@ -48,13 +48,14 @@ def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware
             metrics = {"import_s": time.perf_counter() - start}
             start = time.perf_counter()
             try:
-                executable = codegen.build(mod, primitive, hardware.target, hardware=hardware)
+                executable, stats = codegen.build(mod, primitive, hardware.target,
+                                                  hardware=hardware)
             except DLASError as err:
                 # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
                 err.layer = err.layer or "primitive"
                 raise
         metrics["compile_s"] = time.perf_counter() - start
-        metrics.update(getattr(codegen, "stats", {}))
+        metrics.update(stats)
         return executable, metrics
 
     def save(output, tmp):

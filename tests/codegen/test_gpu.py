@@ -58,8 +58,7 @@ def _device_source(ex) -> str:
                          ids=lambda p: f"{p.name}-{p.format}")
 def test_every_function_gets_a_thread_bound_gpu_schedule(tiny, kind, primitive):
     codegen = Untuned()
-    ex = codegen.build(tiny, primitive, _target(kind))
-    stats = codegen.stats
+    ex, stats = codegen.build(tiny, primitive, _target(kind))
     assert stats["unscheduled_funcs"] == 0 and stats["scheduled_funcs"] >= 4
     assert set(stats["schedule_rules"]) <= {"gpu.Matmul", "gpu.GEMV", "gpu.Reduction",
                                             "gpu.GeneralReduction", "gpu.Fallback"}
@@ -78,7 +77,7 @@ def test_every_function_gets_a_thread_bound_gpu_schedule(tiny, kind, primitive):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this host")
 def test_cuda_kernels_compile_with_nvcc(tiny, tmp_path):
-    src = _device_source(Untuned().build(tiny, Direct("direct"), _target("cuda")))
+    src = _device_source(Untuned().build(tiny, Direct("direct"), _target("cuda")).executable)
     (tmp_path / "k.cu").write_text(src)
     out = subprocess.run(["nvcc", "--cubin", "-arch=sm_90", "-o", str(tmp_path / "k.cubin"),
                           str(tmp_path / "k.cu")], capture_output=True, text=True, timeout=120)

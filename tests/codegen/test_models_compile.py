@@ -67,13 +67,14 @@ def compare_compiled(net: nn.Module, x: torch.Tensor) -> dict:
         ref = net(x).numpy()
     start = time.perf_counter()
     codegen = Untuned()
-    ex = codegen.build(import_model(net, x), Direct(), make_target({"kind": "llvm", "mcpu": "host"}))
+    ex, stats = codegen.build(import_model(net, x), Direct(),
+                              make_target({"kind": "llvm", "mcpu": "host"}))
     compile_s = time.perf_counter() - start
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy(), tvm.cpu())).numpy()
     scale = float(np.abs(ref).max())
     diff = float(np.abs(out - ref).max())
     return {"shape": out.shape, "ref_shape": ref.shape, "scale": scale, "diff": diff,
-            "compile_s": compile_s, "stats": codegen.stats}
+            "compile_s": compile_s, "stats": stats}
 
 
 CASES = [pytest.param(name, size, marks=pytest.mark.skip(reason="slow: benchmarks/models.py"))

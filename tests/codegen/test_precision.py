@@ -52,7 +52,7 @@ def compiled_vs_half(net: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.nd
     half = copy.deepcopy(net).half()
     with torch.no_grad():
         ref = half(x.half()).float().numpy()
-    ex = Untuned().build(import_model(half, x[:1]), Direct(), tvm.target.Target(TARGET))
+    ex, _ = Untuned().build(import_model(half, x[:1]), Direct(), tvm.target.Target(TARGET))
     assert number_format(half) == "float16"  # importing did not touch the net
     vm = relax.VirtualMachine(ex, tvm.cpu())
     out = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1].numpy(), tvm.cpu())).numpy()

@@ -62,7 +62,7 @@ def test_int8_graph_imports_as_integer_ops_and_matches_pytorch():
         assert dtypes[:2] == ["int8", "int8"], (name, dtypes)
         assert '"int32"' in func.script(), name
 
-    ex = codegen.build(mod, Direct(), HOST)
+    ex, stats = codegen.build(mod, Direct(), HOST)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
     ref = q(x).detach().numpy()
     # integer accumulation equals the float reference up to float rounding of the scales
@@ -79,7 +79,7 @@ def test_int8_resnet18_weights_take_a_quarter_of_the_bytes():
     int8 = codegen.schedule(import_model(q, x), Direct(), HOST)
     ratio = constant_bytes(int8) / constant_bytes(fp32)
     assert 0.24 < ratio <= 0.30, ratio  # int8 weights + float32 biases and scales
-    ex = codegen.build(import_model(q, x), Direct(), HOST)
+    ex, stats = codegen.build(import_model(q, x), Direct(), HOST)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
     ref = q(x).detach().numpy()
     assert np.abs(ref).max() > 1e-2  # the comparison is not between zeros
@@ -106,6 +106,6 @@ def test_affine_activations_keep_the_float_reference():
     gm = torch.export.export(net, (x,)).module()
     mod = import_model(gm, x)
     assert 'out_dtype="int32"' not in mod.script()
-    ex = Untuned().build(mod, Direct(), HOST)
+    ex, _ = Untuned().build(mod, Direct(), HOST)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
     assert np.abs(out - gm(x).detach().numpy()).max() < 1e-5

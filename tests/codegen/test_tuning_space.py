@@ -72,13 +72,12 @@ def poor(tmp_path_factory):
     codegen = PoorDefault(trials=4, trials_per_iter=4, population_size=16, genetic_iters=1,
                           min_repeat_ms=5, space="dlas",
                           database_dir=str(tmp_path_factory.mktemp("tuning")))
-    codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
-    return codegen, hardware
+    _, stats = codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
+    return codegen, hardware, stats
 
 
 def test_search_mutates_a_poor_default_into_a_faster_schedule(poor):
-    codegen, hardware = poor
-    stats = codegen.stats
+    codegen, hardware, stats = poor
     assert stats["tuned_tasks"] == 1 and stats["tuning_trials"] == 4
     # the measured poor default is in the database; a searched schedule beat it, by far
     assert stats["improved_tasks"] == 1 and stats["default_won_tasks"] == 0

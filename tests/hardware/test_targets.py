@@ -89,7 +89,7 @@ def _tiny_conv():
 
 def test_hikey_cpu_library_is_an_aarch64_elf(make_cfg, tmp_path):
     hw = instantiate(make_cfg("deploy", ["hardware=hikey"]).hardware)
-    ex = Untuned().build(_tiny_conv(), Direct("direct"), hw.target)
+    ex, _ = Untuned().build(_tiny_conv(), Direct("direct"), hw.target)
     if shutil.which(hw.cc) is None:  # no cross toolchain here: the error says how to get one
         with pytest.raises(DLASError, match="aarch64-linux-gnu-g\\+\\+.*apt-get install "
                                             "g\\+\\+-aarch64-linux-gnu"):

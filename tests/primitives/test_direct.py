@@ -39,9 +39,10 @@ def test_conv_matches_torch(case):
     x = rng.standard_normal(shape, dtype=np.float32)
     w = rng.standard_normal((o, shape[1] // groups, kh, kw), dtype=np.float32)
     codegen = Untuned()
-    ex = codegen.build(conv_module(shape, w, stride, padding, dilation, groups), Direct(), HOST)
-    assert codegen.stats["unscheduled_funcs"] == 0, codegen.stats
-    assert codegen.stats["schedule_rules"] == {"DirectConv2D": 1}, codegen.stats
+    ex, stats = codegen.build(conv_module(shape, w, stride, padding, dilation, groups), Direct(),
+                              HOST)
+    assert stats["unscheduled_funcs"] == 0, stats
+    assert stats["schedule_rules"] == {"DirectConv2D": 1}, stats
     assert_close(run_vm(ex, x), torch_conv(x, w, stride, padding, dilation, groups))
 
 
@@ -52,7 +53,7 @@ def test_weight_as_input_is_blocked_at_runtime(target):
     shape, w_shape = (1, 8, 6, 6), (16, 8, 3, 3)
     rng = np.random.default_rng(1)
     x, w = (rng.standard_normal(s, dtype=np.float32) for s in (shape, w_shape))
-    ex = Untuned().build(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1, weight_as_input=True),
+    ex, _ = Untuned().build(conv_module(shape, w, 1, (1, 1, 1, 1), 1, 1, weight_as_input=True),
                          Direct(), target)
     assert_close(run_vm(ex, x, w), torch_conv(x, w, 1, (1, 1, 1, 1), 1, 1))
 
@@ -73,11 +74,12 @@ def test_int8_accumulates_in_int32(int8_dot):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     codegen = Untuned()
-    got = run_vm(codegen.build(bb.get(), Direct(int8_dot=int8_dot), HOST), x)
+    executable, stats = codegen.build(bb.get(), Direct(int8_dot=int8_dot), HOST)
+    got = run_vm(executable, x)
     ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
     assert got.dtype == np.int32 and np.array_equal(got, ref.numpy().astype(np.int32))
     dot = int8_dot and int8_path(HOST) != "plain"
-    assert codegen.stats["schedule_rules"] == {"Int8DotConv2D" if dot else "DirectConv2D": 1}
+    assert stats["schedule_rules"] == {"Int8DotConv2D" if dot else "DirectConv2D": 1}
 
 
 def scheduled_conv(shape, weight, stride=1, padding=(1, 1, 1, 1), groups=1):

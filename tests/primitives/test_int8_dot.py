@@ -105,10 +105,10 @@ def test_model_conv_shapes_exact(primitive, path, target):
     rng = np.random.default_rng(0)
     cases = [operands(wl, rng) for wl in SHAPES]
     codegen = Untuned()
-    ex = codegen.build(many_convs(SHAPES, [w for _, w in cases]), primitive(), target)
+    ex, stats = codegen.build(many_convs(SHAPES, [w for _, w in cases]), primitive(), target)
     dense = sum(wl.groups == 1 for wl in SHAPES)
-    assert codegen.stats["int8_path"] == path and codegen.stats["int8_dot_layers"] == dense
-    assert codegen.stats["schedule_rules"].get("Int8DotConv2D") == dense  # all tensorized
+    assert stats["int8_path"] == path and stats["int8_dot_layers"] == dense
+    assert stats["schedule_rules"].get("Int8DotConv2D") == dense  # all tensorized
     vm = relax.VirtualMachine(ex, tvm.cpu())
     outs = vm["main"](*(tvm.runtime.tensor(x) for x, _ in cases))
     for wl, (x, w), out in zip(SHAPES, cases, outs):
@@ -120,7 +120,7 @@ def test_model_conv_shapes_exact(primitive, path, target):
 def asm_of(target, primitive=Direct) -> str:
     wl = Conv2dWorkload(16, 32, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1)
     w = np.ones(wl.weight_shape, np.int8)
-    ex = Untuned().build(many_convs([wl], [w]), primitive(), target)
+    ex, _ = Untuned().build(many_convs([wl], [w]), primitive(), target)
     return "\n".join(m.inspect_source("s") for m in ex.mod.imports if m.kind == "llvm")
 
 

@@ -73,7 +73,7 @@ def compile_graph(gm: torch.nn.Module, example: torch.Tensor, primitive, codegen
     """The widened graph through DLAS's import and the point's codegen and primitive."""
     mod = import_model(gm, example)
     try:
-        return codegen.build(mod, primitive, target, hardware=hardware)
+        return codegen.build(mod, primitive, target, hardware=hardware).executable
     except DLASError as err:  # a primitive's legalization error loses its layer in TVM
         err.layer = err.layer or "primitive"
         raise
