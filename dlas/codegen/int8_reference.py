@@ -1,0 +1,175 @@
+"""The integer reference of an int8 model: what DLAS's compiled int8 code computes, in
+PyTorch, from the model's own graph and stored tensors (no TVM).
+
+PyTorch's Q/DQ model convolves dequantized floats; the compiled model (quantized.py, the
+primitives' int8 computes) accumulates the int8 values in int32 and rescales once. The two
+differ by float rounding, which flips some activations by one step at the next quantize and
+deep nets carry on (research/int8-numerics.md). This reference runs the graph node by node
+with the lowering's arithmetic, in the lowering's order, so a compiled model must equal it
+up to float reassociation outside the convolutions:
+
+- quantize_per_tensor: q = round_half_even(x * float32(1/s)) [+ zp], clipped, int8
+  (relax round is round-half-to-even, as torch.round);
+- dequantize_per_tensor / _per_channel: float32(q [- zp]) * float32(s);
+- conv2d / linear whose operands are both symmetric dequantizes (symmetric_operands):
+  acc = the exact integer sum of x_q * W_q (computed in float64, exact below 2^53; the
+  compiled int32 accumulator, with or without the +128 shift and its compensation, holds
+  the same integer), then y = float32(acc) * requantize_scale(s_x, s_w) [+ bias];
+- batch_norm (inference; PT2E leaves those it cannot fold into a conv): x * scale + shift,
+  scale and shift computed in float64 and stored as float32 (graph.py folds them so);
+- `a * b + c` of those two (rescale + bias, scale + shift) is one fused multiply-add,
+  rounded once, where the target has FMA (`fma=True`): TVM's LLVM contracts a multiply
+  feeding an add in one kernel (AllowFPOpFusion=Fast) and the epilogue fuses them; a
+  target without FMA rounds twice. (The fused form is computed in float64 from the float32
+  operands: the product is exact, and the sum's rounding before float32 could differ from
+  one rounding only on a float64 tie, ~2^-29 of elements.)
+- every other op (add, relu, cat, pooling, mean, sigmoid, ...): PyTorch's float32 op, which
+  the compiled code computes in float32 too, possibly summing in another order (pooling,
+  mean) or with another exp: those last-bit differences are what is left (see deploy).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import fx
+
+QUANTIZE = "quantize_per_tensor"
+DEQUANTIZE = "dequantize_per_tensor"
+DEQUANTIZE_CHANNEL = "dequantize_per_channel"
+LAYERS = ("conv2d", "linear")
+BATCH_NORMS = ("batch_norm", "_native_batch_norm_legit_no_training")
+
+
+def op_name(node) -> str:
+    """`conv2d` of aten.conv2d.default, `quantize_per_tensor` of its torchao op; '' otherwise."""
+    if not isinstance(node, fx.Node) or node.op != "call_function":
+        return ""
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+def inverse_scale(scale: float) -> np.float32:
+    """The factor a quantize multiplies by (one float32 constant)."""
+    return np.float32(1.0 / scale)
+
+
+def requantize_scale(s_x: float, s_w: np.ndarray) -> np.ndarray:
+    """s_x * s_w[o] as the compiled rescale holds it: float32, s_x rounded to float32 first."""
+    return (np.float32(s_x) * np.asarray(s_w, np.float32)).astype(np.float32)
+
+
+def bn_scale_shift(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, shift) of an inference batch norm, in float64 (gamma/beta None:
+    no affine part)."""
+    scale = 1.0 / np.sqrt(np.asarray(var, np.float64) + float(eps))
+    if gamma is not None:
+        scale = scale * np.asarray(gamma, np.float64)
+    shift = -np.asarray(mean, np.float64) * scale
+    if beta is not None:
+        shift = shift + np.asarray(beta, np.float64)
+    return scale, shift
+
+
+def symmetric_operands(node: fx.Node, value) -> tuple | None:
+    """(x_q node, s_x, W_q node, s_w node) of a conv2d/linear whose input is a symmetric
+    per-tensor dequantize and weight a symmetric per-output-channel one; None otherwise (the
+    layer stays float). `value(node)` gives a get_attr/placeholder tensor as numpy."""
+    x, w = node.args[0], node.args[1]
+    if op_name(x) != DEQUANTIZE or op_name(w) != DEQUANTIZE_CHANNEL:
+        return None
+    if x.args[2] != 0 or w.args[3] != 0 or np.any(value(w.args[2])):
+        return None
+    return x.args[0], float(x.args[1]), w.args[0], w.args[1]
+
+
+class IntegerReference(fx.Interpreter):
+    """Runs an int8 GraphModule (PT2E Q/DQ graph) with the lowering's arithmetic."""
+
+    def __init__(self, gm: fx.GraphModule, fma: bool = True):
+        super().__init__(gm)
+        self.fma = fma
+        self._node: fx.Node | None = None
+        self._int8: dict[fx.Node, torch.Tensor] = {}  # dequantize -> its int8 operand
+
+    def run_node(self, n: fx.Node):
+        self._node = n
+        return super().run_node(n)
+
+    def call_function(self, target, args, kwargs):
+        name = op_name(self._node)
+        if name == QUANTIZE:
+            x, scale, zero_point, qmin, qmax = args[:5]
+            q = torch.round(x.float() * float(inverse_scale(scale)))
+            if zero_point:
+                q = q + float(zero_point)
+            return q.clamp(qmin, qmax).to(torch.int8)
+        if name in (DEQUANTIZE, DEQUANTIZE_CHANNEL):
+            self._int8[self._node] = args[0]  # (the interpreter frees it once dequantized)
+        if name == DEQUANTIZE:
+            x, scale, zero_point = args[:3]
+            d = x.float() - float(zero_point) if zero_point else x.float()
+            return d * float(np.float32(scale))
+        if name in LAYERS:
+            integer = self._integer_layer(self._node, args, kwargs)
+            if integer is not None:
+                return integer
+        if name in BATCH_NORMS:
+            return self._batch_norm(target, args, kwargs)
+        return super().call_function(target, args, kwargs)
+
+    def _constant(self, node: fx.Node) -> np.ndarray:
+        return (self.fetch_attr(node.target) if node.op == "get_attr" else self.env[node]).numpy()
+
+    def _integer_layer(self, node, args, kwargs):
+        operands = symmetric_operands(node, self._constant)
+        if operands is None:
+            return None
+        _, s_x, _, s_w = operands
+        xq, wq = (self._int8[a].double() for a in node.args[:2])
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        if op_name(node) == "conv2d":
+            acc = torch.ops.aten.conv2d.default(xq, wq, None, *args[3:])
+            shape = (1, -1, 1, 1)
+        else:
+            acc = xq @ wq.T
+            shape = (1, -1)
+        scale = torch.from_numpy(requantize_scale(s_x, self._constant(s_w)))
+        if bias is None:
+            return acc.float() * scale.reshape(shape)
+        return self._multiply_add(acc.float(), scale.reshape(shape), bias.reshape(shape))
+
+    def _multiply_add(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """a * b + c in float32: rounded once (fma) or twice."""
+        if self.fma:
+            return (a.double() * b.double() + c.double()).float()
+        return a * b + c
+
+    def _batch_norm(self, target, args, kwargs):
+        names = [a.name for a in target._schema.arguments]
+        bound = dict(zip(names, args)) | kwargs
+        if bound.get("training"):
+            return super().call_function(target, args, kwargs)
+        x = bound["input"]
+        as_np = (lambda t: None if t is None else t.detach().double().numpy())
+        scale, shift = bn_scale_shift(as_np(bound.get("weight")), as_np(bound.get("bias")),
+                                      as_np(bound["running_mean"]), as_np(bound["running_var"]),
+                                      bound["eps"])
+        shape = [1] * x.dim()
+        shape[1] = -1
+        out = self._multiply_add(x, torch.from_numpy(scale.astype(np.float32)).reshape(shape),
+                                 torch.from_numpy(shift.astype(np.float32)).reshape(shape))
+        if op_name(self._node) == "batch_norm":
+            return out
+        return out, torch.empty(0), torch.empty(0)  # the decomposed form's (out, mean, rstd)
+
+
+def integer_reference(net: fx.GraphModule, x: np.ndarray, *, fma: bool = True,
+                      batch: int = 64) -> np.ndarray:
+    """The int8 model's logits [N, classes] on inputs `x` [N, C, H, W] (float32), as DLAS's
+    compiled code computes them for a target with (`fma`) or without FMA (see module doc)."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            result = IntegerReference(net, fma).run(torch.from_numpy(x[start:start + batch]))
+            result = result[0] if isinstance(result, (tuple, list)) else result
+            out.append(result.float().numpy().reshape(len(x[start:start + batch]), -1))
+    return np.concatenate(out)

@@ -1,0 +1,49 @@
+"""The integer reference (dlas/codegen/int8_reference.py) computes what DLAS's compiled int8
+code computes: the tiny structures' compiled logits equal it bit for bit, with the target's
+multiply-add rounding; and it stays PyTorch's Q/DQ model up to float rounding (the formulas
+it shares with the lowering are right)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+from dlas.codegen import Untuned, import_model
+from dlas.codegen.int8_reference import integer_reference
+from dlas.codegen.quantized import fused_multiply_add
+from dlas.hardware.base import make_target
+from dlas.primitives import Direct, Gemm
+
+from tests.codegen.int8_structures import STRUCTURES, inputs, quantized
+from tests.codegen.test_quantized import HOST
+
+
+def compiled_logits(net, x: np.ndarray, primitive=None, target=HOST) -> np.ndarray:
+    executable = Untuned().build(import_model(net, torch.from_numpy(x[:1])),
+                                 primitive or Direct(), target)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy()
+                           for i in range(len(x))])
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_compiled_int8_equals_the_integer_reference(structure):
+    q, x = quantized(structure), inputs(8)
+    reference = integer_reference(q, x, fma=fused_multiply_add(HOST))
+    np.testing.assert_array_equal(compiled_logits(q, x), reference)
+    with torch.no_grad():
+        qdq = q(torch.from_numpy(x)).numpy()
+    assert np.abs(reference - qdq).max() <= 1e-5 * np.abs(qdq).max()
+
+
+def test_the_reference_rounds_multiply_adds_as_the_target_does():
+    """x86-64 without a CPU name has no FMA: rescale and bias are rounded apart; the other
+    rounding misses (the flag matters, and is read from the target)."""
+    generic = make_target({"kind": "llvm"})
+    fma = fused_multiply_add(generic)
+    q, x = quantized("residual"), inputs(8)
+    compiled = compiled_logits(q, x, Gemm(), generic)
+    np.testing.assert_array_equal(compiled, integer_reference(q, x, fma=fma))
+    assert (compiled != integer_reference(q, x, fma=not fma)).any()
