@@ -12,9 +12,9 @@ up to float reassociation outside the convolutions:
   (relax round is round-half-to-even, as torch.round);
 - dequantize_per_tensor / _per_channel: float32(q [- zp]) * float32(s);
 - conv2d / linear whose operands are both symmetric dequantizes (symmetric_operands):
-  acc = the exact integer sum of x_q * W_q (computed in float64, exact below 2^53; the
-  compiled int32 accumulator, with or without the +128 shift and its compensation, holds
-  the same integer), then y = float32(acc) * requantize_scale(s_x, s_w) [+ bias];
+  acc = the exact integer sum of x_q * W_q (in float32 where no partial sum can reach
+  2^24, float64 otherwise; the compiled int32 accumulator, with or without the +128 shift
+  and its compensation, holds the same integer), then y = float32(acc) * requantize_scale(s_x, s_w) [+ bias];
 - batch_norm (inference; PT2E leaves those it cannot fold into a conv): x * scale + shift,
   scale and shift computed in float64 and stored as float32 (graph.py folds them so);
 - `a * b + c` of those two (rescale + bias, scale + shift) is one fused multiply-add,
@@ -22,7 +22,9 @@ up to float reassociation outside the convolutions:
   feeding an add in one kernel (AllowFPOpFusion=Fast) and the epilogue fuses them; a
   target without FMA rounds twice. (The fused form is computed in float64 from the float32
   operands: the product is exact, and the sum's rounding before float32 could differ from
-  one rounding only on a float64 tie, ~2^-29 of elements.)
+  one rounding only on a float64 tie, ~2^-29 of elements. A bias-free layer whose output
+  is then added to another tensor would fuse too; PT2E leaves none: a conv with a folded
+  batch norm has a bias, and densenet's bias-free convs feed a concatenation.)
 - global average pooling (adaptive_avg_pool2d to 1x1, mean over H, W): a float32 sum in
   row-major order, then a division by the count, as TVM's reduction computes it (PyTorch
   sums in another order: last-bit differences in 2/3 of the outputs, which can flip a
@@ -49,6 +51,7 @@ LAYERS = ("conv2d", "linear")
 GLOBAL_POOLS = ("adaptive_avg_pool2d", "mean")
 SIGMOIDS = ("sigmoid", "silu", "silu_")
 BATCH_NORMS = ("batch_norm", "_native_batch_norm_legit_no_training")
+FLOAT32_EXACT = 2 ** 24  # integers float32 holds exactly (float64: 2^53)
 
 
 def op_name(node) -> str:
@@ -144,7 +147,12 @@ class IntegerReference(fx.Interpreter):
         if operands is None:
             return None
         _, s_x, _, s_w = operands
-        xq, wq = (self._int8[a].double() for a in node.args[:2])
+        xq, wq = (self._int8[a] for a in node.args[:2])
+        # exact in float32 when no partial sum can reach 2^24 (max|x| * sum|w[o]| below it:
+        # every partial sum is then an integer float32 holds), float64 otherwise (2^53)
+        bound = xq.abs().max().item() * wq.abs().flatten(1).sum(1, dtype=torch.int64).max().item()
+        dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+        xq, wq = xq.to(dtype), wq.to(dtype)
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         if op_name(node) == "conv2d":
             acc = torch.ops.aten.conv2d.default(xq, wq, None, *args[3:])
@@ -152,6 +160,7 @@ class IntegerReference(fx.Interpreter):
         else:
             acc = xq @ wq.T
             shape = (1, -1)
+        acc = acc.double()
         scale = torch.from_numpy(requantize_scale(s_x, self._constant(s_w)))
         if bias is None:
             return acc.float() * scale.reshape(shape)

@@ -17,7 +17,7 @@ from dlas.config import build, check_settings
 from dlas.errors import DLASError, in_layer
 from dlas.stages.compress import compressed_model
 from dlas.stages.force import NONE, Force
-from dlas.stages.keys import compile_key, compress_key
+from dlas.stages.keys import compile_key, compress_key, train_key
 from dlas.stages.logits import logit_check
 from dlas.stages.produce import produce
 from dlas.stages.train import trained_model
@@ -119,7 +119,9 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     fmt = number_format(net)
-    float_net = trained_model(cfg, datamodule)[0] if fmt == "int8" else None
+    float_net = None  # int8's accuracy cost: the trained float32 model, when it is stored
+    if fmt == "int8" and ArtifactStore(cfg.paths.artifacts).exists("trained", train_key(cfg)):
+        float_net = trained_model(cfg, datamodule)[0]
     metrics.update(logit_check(result.logits, x, y, net, fmt, rtol=cfg.logit_rtol[fmt],
                                reference_rtol=cfg.int8_reference_rtol,
                                fma=fused_multiply_add(hardware.target), float_net=float_net))

@@ -15,7 +15,7 @@ from dlas.stages.logits import logit_check
 
 from tests.codegen.int8_structures import inputs, quantized, tiny
 from tests.codegen.test_divergence import planted
-from tests.codegen.test_int8_reference import compiled_logits
+from tests.codegen.test_int8_reference import compiled_logits, compiled_structure
 from tests.codegen.test_quantized import HOST
 
 RTOL = 1e-5  # conf/deploy.yaml int8_reference_rtol
@@ -40,7 +40,7 @@ def check(logits, q, x, **kw):
 
 def test_int8_row_records_pytorch_and_reference_agreement():
     q, x = quantized("residual"), inputs(8)
-    m = check(compiled_logits(q, x), q, x, float_net=tiny("residual"))
+    m = check(compiled_structure("residual"), q, x, float_net=tiny("residual"))
     # PyTorch's Q/DQ model differs by float rounding; logit_rtol.int8 (0 here) gates nothing
     assert m["logit_rel_diff"] > 0 and m["reference_rel_diff"] == 0
     assert m["reference_exact"] == 1.0 and m["reference_agreement"] == 1.0
