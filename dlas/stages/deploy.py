@@ -121,7 +121,7 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     fmt = number_format(net)
     float_net = None  # int8's accuracy cost: the trained float32 model, when it is stored
     if fmt == "int8" and ArtifactStore(cfg.paths.artifacts).exists("trained", train_key(cfg)):
-        float_net = trained_model(cfg, datamodule)[0]
+        float_net = trained_model(cfg, datamodule)[0].eval()
     metrics.update(logit_check(result.logits, x, y, net, fmt, rtol=cfg.logit_rtol[fmt],
                                reference_rtol=cfg.int8_reference_rtol,
                                fma=fused_multiply_add(hardware.target), float_net=float_net))
