@@ -124,5 +124,6 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
         float_net = trained_model(cfg, datamodule)[0].eval()
     metrics.update(logit_check(result.logits, x, y, net, fmt, rtol=cfg.logit_rtol[fmt],
                                reference_rtol=cfg.int8_reference_rtol,
-                               fma=fused_multiply_add(hardware.target), float_net=float_net))
+                               fma=fused_multiply_add(hardware.target), float_net=float_net,
+                               reference_samples=cfg.get("int8_reference_samples")))
     return metrics

@@ -33,11 +33,14 @@ def distance(logits: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
 
 
 def logit_check(logits: np.ndarray, x: np.ndarray, y: np.ndarray, net, fmt: str, *,
-                rtol: float, reference_rtol: float, fma: bool, float_net=None) -> dict:
+                rtol: float, reference_rtol: float, fma: bool, float_net=None,
+                reference_samples: int | None = None) -> dict:
     """The row's accuracy and agreement metrics; raises DLASError (layer codegen, metrics
     attached) when the compiled logits leave their reference (see module doc). `fma`: the
     target contracts multiply-adds (int8 reference); `float_net`: the float32 model an int8
-    one was quantized from (its accuracy on the same samples: int8's cost)."""
+    one was quantized from (its accuracy on the same samples: int8's cost);
+    `reference_samples`: the first N samples are run through the integer reference (a
+    miscompile shows on every sample; None: all)."""
     ref = logits_of(net, x)
     diff, rel, agreement = distance(logits, ref)
     metrics = {"eval_samples": len(y), "number_format": fmt,
@@ -47,11 +50,12 @@ def logit_check(logits: np.ndarray, x: np.ndarray, y: np.ndarray, net, fmt: str,
                "prediction_agreement": agreement}
     gate = ("PyTorch", rel, rtol, f"logit_rtol.{fmt}")
     if fmt == "int8":
-        integer = integer_reference(net, x, fma=fma)
-        r_diff, r_rel, r_agreement = distance(logits, integer)
+        n = len(x) if reference_samples is None else min(len(x), int(reference_samples))
+        integer = integer_reference(net, x[:n], fma=fma)
+        r_diff, r_rel, r_agreement = distance(logits[:n], integer)
         metrics.update(reference_max_abs_diff=r_diff, reference_rel_diff=r_rel,
-                       reference_agreement=r_agreement,
-                       reference_exact=float((logits == integer).all(1).mean()))
+                       reference_agreement=r_agreement, reference_samples=n,
+                       reference_exact=float((logits[:n] == integer).all(1).mean()))
         gate = ("the integer reference", r_rel, reference_rtol, "int8_reference_rtol")
         if float_net is not None:
             metrics["accuracy_float"] = float((logits_of(float_net, x).argmax(1) == y).mean())

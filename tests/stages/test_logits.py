@@ -35,7 +35,8 @@ def wrong_weight(q: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def check(logits, q, x, **kw):
     y = np.zeros(len(x), dtype=int)
     return logit_check(logits, x, y, q, "int8", rtol=kw.get("rtol", 0.0), reference_rtol=RTOL,
-                       fma=fused_multiply_add(HOST), float_net=kw.get("float_net"))
+                       fma=fused_multiply_add(HOST), float_net=kw.get("float_net"),
+                       reference_samples=kw.get("reference_samples"))
 
 
 def test_int8_row_records_pytorch_and_reference_agreement():
@@ -45,7 +46,9 @@ def test_int8_row_records_pytorch_and_reference_agreement():
     assert m["logit_rel_diff"] > 0 and m["reference_rel_diff"] == 0
     assert m["reference_exact"] == 1.0 and m["reference_agreement"] == 1.0
     assert {"accuracy_float", "accuracy_torch", "accuracy_compiled",
-            "prediction_agreement"} <= set(m)
+            "prediction_agreement"} <= set(m) and m["reference_samples"] == len(x)
+    first = check(compiled_structure("residual"), q, x, reference_samples=3)
+    assert first["reference_samples"] == 3 and first["eval_samples"] == len(x)
 
 
 @pytest.mark.parametrize("miscompile", ["scale", "weight"])
