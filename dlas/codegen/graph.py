@@ -22,6 +22,8 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import Constant
 
+from dlas.codegen.int8_reference import bn_scale_shift
+
 
 def _const(value: np.ndarray, dtype) -> relax.Expr:
     return relax.const(np.ascontiguousarray(value.astype(str(dtype), copy=False)))
@@ -33,15 +35,11 @@ def transpose(value: np.ndarray, axes: list[int]) -> np.ndarray:
 
 
 def _bn_scale_shift(bn: relax.Call, gamma, beta, mean, var):
-    """Per-channel (scale, shift) in float64 of an inference batch_norm call."""
+    """Per-channel (scale, shift) in float64 of an inference batch_norm call (the integer
+    reference computes an unfolded batch norm with the same function)."""
     attrs = bn.attrs
-    scale = 1.0 / np.sqrt(var.astype(np.float64) + float(attrs.epsilon))
-    if attrs.scale:
-        scale = scale * gamma
-    shift = -mean * scale
-    if attrs.center:
-        shift = shift + beta
-    return scale, shift
+    return bn_scale_shift(gamma if attrs.scale else None, beta if attrs.center else None,
+                          mean, var, float(attrs.epsilon))
 
 
 @relax.expr_functor.mutator

@@ -25,17 +25,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import fx
 from tvm import relax
+from tvm.target.codegen import target_has_features
 
-QUANTIZE = "quantize_per_tensor"
-DEQUANTIZE = "dequantize_per_tensor"
-DEQUANTIZE_CHANNEL = "dequantize_per_channel"
-
-
-def _is(node, name: str) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and \
-        getattr(node.target, "__name__", "").startswith(name + ".")
+from dlas.codegen.int8_reference import (DEQUANTIZE, DEQUANTIZE_CHANNEL, QUANTIZE,
+                                         inverse_scale, requantize_scale, symmetric_operands)
 
 
 def tensor_values(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
@@ -60,7 +54,7 @@ def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
 
     def quantize(node, importer):
         x, scale, zero_point, qmin, qmax = node.args[:5]
-        q = relax.op.round(relax.op.multiply(importer.env[x], relax.const(1.0 / scale, "float32")))
+        q = relax.op.round(relax.op.multiply(importer.env[x], relax.const(inverse_scale(scale))))
         if zero_point:
             q = relax.op.add(q, relax.const(float(zero_point), "float32"))
         return importer.block_builder.emit(relax.op.astype(relax.op.clip(q, qmin, qmax), "int8"))
@@ -83,15 +77,6 @@ def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
         scale = value(scales).astype("float32").reshape(shape)
         return importer.block_builder.emit(relax.op.multiply(d, relax.const(scale)))
 
-    def int8_operands(node):
-        """(x_q node, s_x, W_q node, s_w[o]) when both operands are symmetric dequantizes."""
-        x, w = node.args[0], node.args[1]
-        if not (_is(x, DEQUANTIZE) and _is(w, DEQUANTIZE_CHANNEL)):
-            return None
-        if x.args[2] != 0 or w.args[3] != 0 or value(w.args[2]).any():
-            return None  # affine or not per-output-channel: keep the float reference
-        return x.args[0], float(x.args[1]), w.args[0], value(w.args[1]).astype("float32")
-
     def rescale(importer, acc, scale: np.ndarray, bias):
         y = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
         if bias is not None:
@@ -103,7 +88,7 @@ def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
         W_q, args)` is its int32 product, rescaled by s_x * s_w[o] (shaped `scale_shape`)
         plus the bias; any other node goes to the importer's own `fallback` method."""
         def convert(node, importer):
-            operands = int8_operands(node)
+            operands = symmetric_operands(node, value)  # (else affine: keep the float op)
             if operands is None:
                 return getattr(importer, fallback)(node)
             x_q, s_x, w_q, s_w = operands
@@ -111,7 +96,8 @@ def convert_map(program: torch.export.ExportedProgram) -> dict[str, Callable]:
             acc = importer.block_builder.emit(
                 accumulate(importer.env[x_q], importer.env[w_q], args))
             bias = args[2] if len(args) > 2 else None
-            return rescale(importer, acc, (s_x * s_w).reshape(scale_shape), bias)
+            return rescale(importer, acc, requantize_scale(s_x, value(s_w)).reshape(scale_shape),
+                           bias)
         return convert
 
     def conv2d_int32(x_q, w_q, args):
@@ -135,3 +121,21 @@ def import_options(program: torch.export.ExportedProgram) -> dict:
     rewrite conv2d into convolution and linear into permute + addmm, forms the converters
     above would all have to match; the importer converts these models' undecomposed ops."""
     return {"custom_convert_map": convert_map(program), "run_ep_decomposition": False}
+
+
+def fused_multiply_add(target) -> bool:
+    """Whether code for `target` rounds a multiply feeding an add once (what the integer
+    reference must mirror, see int8_reference.py). TVM's LLVM code generator allows
+    contraction (AllowFPOpFusion=Fast), so an x86 CPU with FMA and every AArch64 CPU fuse;
+    x86 without FMA (e.g. `kind: llvm` alone, x86-64 generic) does not. GPU compilers
+    contract by default (nvcc --fmad=true, OpenCL FP_CONTRACT on): assumed, not measured."""
+    if target is None:
+        return False
+    if target.kind.name != "llvm":
+        return True
+    triple = str(target.attrs.get("mtriple", ""))
+    if triple.startswith(("aarch64", "arm64")):
+        return True  # (target_has_features answers for the host's triple otherwise)
+    if triple.startswith("arm"):
+        return False
+    return bool(target_has_features("fma", target))

@@ -62,6 +62,7 @@ def build(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
                    "measured": len(ok),
                    "remeasured": int(((df["status"] == "ok") & df["latency_ms"].notna()).sum())
                    - len(ok)}
+    int8 = stats.int8_accuracy(df)
     tables = {
         "points.csv": (_columns(df, POINT_COLUMNS), "every selected point"),
         "pareto.csv": (_columns(ok[front], POINT_COLUMNS), "points on the accuracy–latency front"),
@@ -76,6 +77,8 @@ def build(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         "tuning_flips.csv": (obs[2].table, "best primitive untuned vs tuned"),
         "quantization_flips.csv": (obs[3].table, "best primitive float32 vs quantized"),
         "not_ok.csv": (not_ok, "unsupported and failed points with layer and reason"),
+        "int8_accuracy.csv": (int8, "int8's accuracy cost and agreement with PyTorch's Q/DQ "
+                                    "model and DLAS's integer reference"),
     }
     for name, (table, _) in tables.items():
         table.to_csv(out / name, index=False)
@@ -122,7 +125,7 @@ def build(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         fig_entries.append((fid, title, png, caption if png else missing))
 
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
-                      figures=fig_entries, not_ok=not_ok,
+                      figures=fig_entries, not_ok=not_ok, int8=int8,
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})

@@ -89,8 +89,9 @@ def observation(obs: Observation, csv: str | None) -> str:
 
 def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: dict,
           figures: list[tuple[str, str, Path | None, str]], not_ok: pd.DataFrame,
-          tables: dict[str, tuple[Path, int]]) -> Path:
-    """figures: (id, title, png or None, caption or why it is missing)."""
+          tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None) -> Path:
+    """figures: (id, title, png or None, caption or why it is missing); int8: int8's
+    accuracy cost per point (stats.int8_accuracy)."""
     counts = info["status"]
     where = ", ".join(f"{k}={'|'.join(v)}" for k, v in info["where"].items()) or "none"
     meta = (f'<p class="meta">Results store <code>{_esc(info["results"])}</code> · sweep '
@@ -106,7 +107,8 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
     nav = "<nav>" + "".join(
         f'<a href="#{a}">{t}</a>' for a, t in [("observations", "Observations")]
         + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
-        + [("not-ok", "Unsupported and failed"), ("tables", "Tables")]) + "</nav>"
+        + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed"),
+           ("tables", "Tables")]) + "</nav>"
     obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
     figs = []
     for fid, title, png, caption in figures:
@@ -124,6 +126,13 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
 <p class="meta">Each of the study's observations checked on these measurements: the verdict,
 the statistic behind it, the rule that decides, and the evidence.</p>{obs}
 <h2 id="figures">Figures</h2>{''.join(figs)}
+<h2 id="int8">int8: accuracy cost and agreement</h2>
+<p class="meta">Per int8 point: accuracy of the float32 model, of PyTorch's Q/DQ model
+(accuracy_torch) and of the compiled model on the same samples; int8_cost = compiled - float32;
+compiled_vs_qdq = compiled - Q/DQ; agreement with the Q/DQ model (prediction_agreement,
+logit_rel_diff = max logit difference / max|logit|, measured, not gated) and the distance from
+DLAS's integer reference (reference_rel_diff: the deploy check, int8_reference_rtol).</p>
+{table(int8, "int8_accuracy.csv", fold=False)}
 <h2 id="not-ok">Unsupported and failed points</h2>{table(not_ok, "not_ok.csv", fold=False)}
 <h2 id="tables">Tables</h2><ul>{csv_list}</ul>
 </main></body></html>

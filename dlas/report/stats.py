@@ -198,3 +198,23 @@ def quantization_flips(df: pd.DataFrame) -> pd.DataFrame:
     return _flip_table(rows, keys[:-1] + ["float32", "quantized", "number_format", "primitives",
                                           "flipped", "best_float32", "margin_float32",
                                           "best_quantized", "margin_quantized"])
+
+
+INT8_COLUMNS = ["status", *LAYERS, "eval_samples", "accuracy_float", "accuracy_torch",
+                "accuracy_compiled", "int8_cost", "compiled_vs_qdq", "prediction_agreement",
+                "logit_rel_diff", "reference_rel_diff", "reference_agreement"]
+
+
+def int8_accuracy(df: pd.DataFrame) -> pd.DataFrame:
+    """int8's accuracy cost per point that measured its compiled model (ok, or failed with its
+    metrics kept): int8_cost = compiled int8 accuracy - the float32 model's on the same
+    samples; compiled_vs_qdq = compiled - PyTorch's Q/DQ model; the agreement with that
+    model (argmax share, max logit difference / max|logit|) and the distance from DLAS's
+    integer reference (what the deploy check gates)."""
+    rows = df[(df["number_format"] == "int8") & df["accuracy_compiled"].notna()].copy()
+    for col in INT8_COLUMNS:
+        if col not in rows:
+            rows[col] = np.nan
+    rows["int8_cost"] = rows["accuracy_compiled"] - rows["accuracy_float"]
+    rows["compiled_vs_qdq"] = rows["accuracy_compiled"] - rows["accuracy_torch"]
+    return rows[INT8_COLUMNS].sort_values(list(LAYERS)).reset_index(drop=True)

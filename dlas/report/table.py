@@ -176,8 +176,9 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
                 "latency_cv", "tuning_s", "macs", "number_format", "noisy", "budget_hit"):
         if col not in df:
             df[col] = None
-    numeric = [c for c in df.columns if c.startswith(("latency_", "accuracy_", "size_", "tuning_"))
-               or c in ("macs", "params")]
+    numeric = [c for c in df.columns if c.startswith(("latency_", "accuracy_", "size_", "tuning_",
+                                                      "logit_", "reference_"))
+               or c in ("macs", "params", "prediction_agreement", "eval_samples")]
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["accuracy"] = df["accuracy_compiled"].fillna(df["accuracy_torch"])

@@ -7,20 +7,21 @@ import resource
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from dlas.codegen import import_model
+from dlas.codegen.quantized import fused_multiply_add
 from dlas.compression.metrics import number_format
 from dlas.config import build, check_settings
 from dlas.errors import DLASError, in_layer
-from dlas.models.build import input_dtype
 from dlas.stages.compress import check as check_compression
 from dlas.stages.compress import compressed_model
 from dlas.stages.force import NONE, Force
-from dlas.stages.keys import compile_key
+from dlas.stages.keys import compile_key, train_key
+from dlas.stages.logits import logit_check
 from dlas.stages.produce import produce
+from dlas.stages.train import trained_model
 from dlas.store.artifacts import ArtifactError, ArtifactStore, file_digest, read_json
 
 log = logging.getLogger(__name__)
@@ -117,28 +118,11 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     fmt = number_format(net)
-    with torch.no_grad():  # (a float16 net takes float16 inputs)
-        ref = net(torch.from_numpy(x).to(input_dtype(net) or torch.float32))
-        ref = ref.float().numpy()
-    diff = float(np.abs(result.logits - ref).max())
-    scale = float(np.abs(ref).max()) or 1.0
-    metrics.update({
-        "eval_samples": len(y),
-        "accuracy_torch": float((ref.argmax(1) == y).mean()),
-        "accuracy_compiled": float((result.logits.argmax(1) == y).mean()),
-        "logit_max_abs_diff": diff,
-        "logit_rel_diff": diff / scale,
-        "prediction_agreement": float((result.logits.argmax(1) == ref.argmax(1)).mean()),
-        "number_format": fmt,
-    })
-    rtol = cfg.logit_rtol[fmt]
-    if diff > rtol * scale:
-        # import and lowering are both the compiler's (a misread batch-norm eps was the import's);
-        # the failed row keeps the measured metrics, and the divergence report finds the layer
-        err = DLASError("compiled logits", f"max |diff| {diff:.3g}", layer="codegen",
-                        reason=f"differ from PyTorch by more than logit_rtol.{fmt}={rtol} x "
-                               f"max|logit| ({scale:.3g}); `python -m dlas.codegen.divergence` "
-                               "with this point's overrides names the first layer that departs")
-        err.metrics = metrics
-        raise err
+    float_net = None  # int8's accuracy cost: the trained float32 model, when it is stored
+    if fmt == "int8" and ArtifactStore(cfg.paths.artifacts).exists("trained", train_key(cfg)):
+        float_net = trained_model(cfg, datamodule)[0].eval()
+    metrics.update(logit_check(result.logits, x, y, net, fmt, rtol=cfg.logit_rtol[fmt],
+                               reference_rtol=cfg.int8_reference_rtol,
+                               fma=fused_multiply_add(hardware.target), float_net=float_net,
+                               reference_samples=cfg.get("int8_reference_samples")))
     return metrics

@@ -49,4 +49,5 @@ def compile_key(cfg: DictConfig) -> str:
 def point_key(cfg: DictConfig) -> str:
     """The results-store key of a point: everything that determines its row."""
     return config_key("point", compile_key(cfg), determining(cfg, "measure"), cfg.logit_rtol,
+                      cfg.get("int8_reference_rtol"), cfg.get("int8_reference_samples"),
                       cfg.dataset.get("eval_samples"), cfg.dataset.get("eval_split"))

@@ -19,7 +19,7 @@ def test_html_has_every_section_and_embeds_its_figures(report):
     page = report.html.read_text()
     for anchor in ("obs-uncorrelated", "obs-speedup_hardware", "obs-tuning_flip",
                    "obs-quantization_flip", "fig-pareto", "fig-correlations", "fig-speedup",
-                   "fig-best_primitive", "fig-tuning", "fig-status", "not-ok", "tables"):
+                   "fig-best_primitive", "fig-tuning", "fig-status", "int8", "not-ok", "tables"):
         assert f'id="{anchor}"' in page, anchor
     assert page.count('class="badge holds"') == 3 and page.count('class="badge nothold"') == 1
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -44,6 +44,11 @@ def test_csv_tables_have_the_rows(report):
     assert len(speedup) == 48 and set(speedup["compression"]) == {"int8", "unstructured"}
     assert len(pd.read_csv(out / "tuning_flips.csv")) == 12
     assert pd.read_csv(out / "quantization_flips.csv")["flipped"].sum() == 4
+    int8 = pd.read_csv(out / "int8_accuracy.csv")  # the failed int8 point measured nothing
+    assert len(int8) == 24 and set(int8["model"]) == {"resnet18", "mobilenetv2"}
+    assert int8["int8_cost"].round(6).eq(-0.01).all()
+    assert int8["compiled_vs_qdq"].round(6).eq(-0.002).all()
+    assert int8["reference_rel_diff"].eq(0).all() and int8["eval_samples"].eq(360).all()
     ranges = pd.read_csv(out / "speedup_ranges.csv")
     assert ranges[["compression", "hardware", "n"]].values.tolist() == [
         ["int8", "board", 12], ["int8", "local", 12], ["unstructured", "board", 12],
