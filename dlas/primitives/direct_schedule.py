@@ -21,13 +21,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_compute import kernel_block
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
-                                            isolate_conv, iter_kinds, largest_divisor,
-                                            sampled_split,
-                                            primitive_blocks, register_tile, schedule_producer,
-                                            single_output)
+                                            largest_divisor, open_conv, register_tile,
+                                            sampled_split, schedule_producer)
 
 
 def direct_conv2d_rule() -> ScheduleRule:
@@ -35,18 +32,10 @@ def direct_conv2d_rule() -> ScheduleRule:
 
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
-    sch = s_tir.Schedule(func)
-    convs = primitive_blocks(sch, "direct")
-    if len(convs) != 1 or not single_output(sch):
+    opened = open_conv(func, "direct", "SSSSRRR")
+    if opened is None:
         return None
-    conv = convs[0]
-    if iter_kinds(sch, conv) != "SSSSRRR":
-        return None
-    layout = str(sch.get(conv).annotations[LAYOUT_KEY])
-    isolated = isolate_conv(sch, conv)
-    if isolated is None:
-        return None
-    conv, epilogue, producers = isolated
+    sch, conv, epilogue, producers, layout = opened
 
     lanes, budget = register_tile(sch, conv, target)
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)

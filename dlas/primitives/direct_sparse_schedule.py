@@ -21,12 +21,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.direct_sparse import SPARSE_PRIMITIVE, SPLIT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
-                                            isolate_conv, iter_kinds, largest_divisor,
-                                            sampled_split,
-                                            primitive_blocks, register_tile, single_output)
+                                            largest_divisor, open_conv, register_tile,
+                                            sampled_split)
 
 
 def direct_sparse_rule() -> ScheduleRule:
@@ -34,21 +32,13 @@ def direct_sparse_rule() -> ScheduleRule:
 
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
-    sch = s_tir.Schedule(func)
-    convs = primitive_blocks(sch, SPARSE_PRIMITIVE)
-    if len(convs) != 1 or not single_output(sch):
+    opened = open_conv(func, SPARSE_PRIMITIVE,
+                       lambda layout: "SSSSR" if layout.startswith("csr") else "SSSSRR")
+    if opened is None:
         return None
-    conv = convs[0]
-    layout = str(sch.get(conv).annotations[LAYOUT_KEY])
+    sch, conv, epilogue, producers, layout = opened
     csr = layout.startswith("csr")
     rows = 1 if csr else int(layout[3:].split("x")[0])
-    kinds = iter_kinds(sch, conv)
-    if kinds != ("SSSSR" if csr else "SSSSRR"):
-        return None
-    isolated = isolate_conv(sch, conv)
-    if isolated is None:
-        return None
-    conv, epilogue, producers = isolated
 
     lanes, budget = register_tile(sch, conv, target)
     loops = sch.get_loops(conv)

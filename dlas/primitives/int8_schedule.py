@@ -26,9 +26,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.int8_intrin import INTRINSICS, int8_path
-from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, isolate_conv,
-                                            iter_kinds, largest_divisor, primitive_blocks,
-                                            register_tile, sampled_split, single_output,
+from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, largest_divisor,
+                                            open_conv, register_tile, sampled_split,
                                             vectorize_epilogue)
 
 RULE = "Int8DotConv2D"
@@ -47,16 +46,10 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         path = int8_path(target)
         if path not in INTRINSICS:
             return None
-        sch = s_tir.Schedule(func)
-        convs = primitive_blocks(sch, int8_block_name(primitive))
-        if len(convs) != 1 or not single_output(sch):
+        opened = open_conv(func, int8_block_name(primitive), "SSSSSRRRRR")
+        if opened is None:
             return None
-        if iter_kinds(sch, convs[0]) != "SSSSSRRRRR":
-            return None
-        isolated = isolate_conv(sch, convs[0])
-        if isolated is None:
-            return None
-        conv, epilogue, producers = isolated
+        sch, conv, epilogue, producers, _ = opened
         _, budget = register_tile(sch, conv, target)
         n, ob, y, x, oi, rb, ry, rx, r4, ri = sch.get_loops(conv)
         OBS, OH, OW = (extent(sch, lp) for lp in (ob, y, x))

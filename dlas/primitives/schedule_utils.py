@@ -14,7 +14,7 @@ from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
 from dlas.errors import first_line
-from dlas.primitives.base import PRIMITIVE_KEY
+from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,24 @@ def primitive_blocks(sch: s_tir.Schedule, name: str) -> list[SBlockRV]:
 def single_output(sch: s_tir.Schedule) -> bool:
     """Whether the function has one output block (the epilogue can follow the conv tile)."""
     return len(sch.get_output_blocks(sch.get_sblock("root"))) == 1
+
+
+def open_conv(func: tirx.PrimFunc, primitive: str, kinds: str | Callable[[str], str], *,
+              inline_pad: bool = False):
+    """The opening the conv schedule rules share: in a single-output `func`, the one block
+    the compute of `primitive` marked, with iteration kinds `kinds` (or `kinds(layout)` of
+    its kernel-layout annotation), isolated from its epilogue (isolate_conv). Returns
+    (schedule, conv, epilogue, producers, layout), None when the function is not one of
+    them."""
+    sch = s_tir.Schedule(func)
+    convs = primitive_blocks(sch, primitive)
+    if len(convs) != 1 or not single_output(sch):
+        return None
+    layout = str(sch.get(convs[0]).annotations.get(LAYOUT_KEY, ""))
+    if iter_kinds(sch, convs[0]) != (kinds(layout) if callable(kinds) else kinds):
+        return None
+    isolated = isolate_conv(sch, convs[0], inline_pad=inline_pad)
+    return None if isolated is None else (sch, *isolated, layout)
 
 
 def register_tile(sch: s_tir.Schedule, conv: SBlockRV, target: Target) -> tuple[int, int]:

@@ -21,10 +21,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
-                                            isolate_conv, iter_kinds, largest_divisor,
-                                            sampled_split,
-                                            primitive_blocks, register_tile, schedule_producer,
-                                            single_output)
+                                            largest_divisor, open_conv, register_tile,
+                                            sampled_split, schedule_producer)
 from dlas.primitives.spatial_pack_compute import NAME, RULE
 
 
@@ -33,18 +31,11 @@ def spatial_pack_rule() -> ScheduleRule:
 
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
-    sch = s_tir.Schedule(func)
-    convs = primitive_blocks(sch, NAME)
-    if len(convs) != 1:
-        return None
-    conv = convs[0]
-    if iter_kinds(sch, conv) != "SSSSSRRRR" or not single_output(sch):
-        return None
     # unpack and epilogue inlined; pad -> data_pack: the pad inlined, one pass over the input
-    isolated = isolate_conv(sch, conv, inline_pad=True)
-    if isolated is None:
+    opened = open_conv(func, NAME, "SSSSSRRRR", inline_pad=True)
+    if opened is None:
         return None
-    conv, epilogue, producers = isolated
+    sch, conv, epilogue, producers, _ = opened
     lanes, budget = register_tile(sch, conv, target)
     tiled = _tile_packed(sch, conv, lanes, budget)
     if tiled is None:
