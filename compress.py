@@ -15,13 +15,13 @@ def run(cfg, sweep=None):
 
 
 def check(cfg, sweep=None):
-    from dlas.config import build, check_settings
+    from dlas.config import make, check_settings
     from dlas.stages.compress import check as check_compression
     from dlas.stages.force import Force
 
     force = Force.of(cfg.force, "compress", sweep)
     check_settings(cfg)
-    datamodule = build(cfg, "dataset")
+    datamodule = make(cfg, "dataset")
     check_compression(cfg, datamodule.input_shape)
     return datamodule, force
 

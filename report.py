@@ -7,13 +7,13 @@ from dlas.cli import entry
 def run(cfg, sweep=None):
     from omegaconf import OmegaConf
 
-    from dlas.report import build, load
+    from dlas.report import write_report, load
     from dlas.report.wandb_summary import log_summary
 
     where = cfg.report.where
     where = OmegaConf.to_container(where) if OmegaConf.is_config(where) else where
     df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep)
-    report = build(df, info, cfg.report.out)
+    report = write_report(df, info, cfg.report.out)
     counts = ", ".join(f"{n} {s}" for s, n in info["status"].items())
     print(f"report: {report.html} ({info['points']} points: {counts})", flush=True)
     for obs in report.observations:

@@ -13,13 +13,13 @@ def run(cfg, sweep=None):
 
 
 def check(cfg, sweep=None):
-    from dlas.config import build, check_settings
+    from dlas.config import make, check_settings
     from dlas.stages.force import Force
 
     force = Force.of(cfg.force, "train", sweep)
     check_settings(cfg)
-    build(cfg, "model", weights=None)
-    return build(cfg, "dataset"), force
+    make(cfg, "model", weights=None)
+    return make(cfg, "dataset"), force
 
 
 main = entry("train", run, check)

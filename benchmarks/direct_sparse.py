@@ -23,13 +23,13 @@ from tvm import relax
 
 from dlas.codegen import Untuned
 from dlas.hardware.base import make_target
-from dlas.models import build
+from dlas.models import make_model
 from dlas.primitives import Direct
 
 
 def resnet18_3x3_convs() -> dict[tuple, int]:
     """(C, O, H, W, stride) -> how many times it occurs."""
-    net = build("resnet18", 10, 32).eval()
+    net = make_model("resnet18", 10, 32).eval()
     found: dict[tuple, int] = {}
 
     def hook(m, inputs, _):

@@ -38,13 +38,13 @@ from dlas.codegen import import_model  # noqa: E402
 from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.base import make_target  # noqa: E402
 from dlas.hardware.measure import Measurement  # noqa: E402
-from dlas.models import MODELS, build  # noqa: E402
+from dlas.models import MODELS, make_model  # noqa: E402
 from dlas.primitives import Direct  # noqa: E402
 
 
 def make(name: str, size: int) -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    net = rescale(build(name, SIZES[size], size))
+    net = rescale(make_model(name, SIZES[size], size))
     return net, torch.randn(1, 3, size, size)
 
 

@@ -62,7 +62,7 @@ from dlas.codegen import Untuned, import_model  # noqa: E402
 from dlas.compression.unstructured import UnstructuredPruning  # noqa: E402
 from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
-from dlas.models import build  # noqa: E402
+from dlas.models import make_model  # noqa: E402
 from dlas.primitives.base import FORMATS  # noqa: E402
 from dlas.primitives.workloads import conv2d_module, model_workloads  # noqa: E402
 
@@ -196,7 +196,7 @@ def bench_layers(bench: Bench, args, dtype: str) -> None:
 
 def bench_model(bench: Bench, args) -> None:
     torch.manual_seed(0)
-    base = rescale(build("resnet18", 10, 32))
+    base = rescale(make_model("resnet18", 10, 32))
     x = torch.randn(1, 3, 32, 32)
     macs = count_macs(base, x)
     print(f"\n== resnet18@32 (10 classes, random weights), global unstructured magnitude "

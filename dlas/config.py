@@ -12,7 +12,7 @@ from dlas.errors import ConfigError, DLASError, Unsupported
 from dlas.values import integer
 
 
-def build(cfg: DictConfig, group: str, **kwargs):
+def make(cfg: DictConfig, group: str, **kwargs):
     """`instantiate(cfg[group])`, re-raising what a constructor refuses (a DLASError, or any
     error while building) as a ConfigError of layer `group` instead of Hydra's wrapped
     exception; an Unsupported combination stays Unsupported."""

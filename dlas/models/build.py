@@ -21,7 +21,8 @@ def _looks_like_path(weights: str) -> bool:
     return any(sep in weights for sep in ("/", "\\", ".")) or Path(weights).expanduser().exists()
 
 
-def build(name: str, num_classes: int, image_size: int, weights: str | None = None) -> nn.Module:
+def make_model(name: str, num_classes: int, image_size: int, weights: str | None = None
+               ) -> nn.Module:
     """A torchvision `name` network with a `num_classes` head, adapted to small inputs
     (image_size <= 64: CIFAR stems), with `weights` from a local state_dict checkpoint, a
     torchvision weights name (DEFAULT, IMAGENET1K_V1, ...; ImageNet-sized only) or None
@@ -32,7 +33,7 @@ def build(name: str, num_classes: int, image_size: int, weights: str | None = No
         integer(what, value, low, layer="model")
     spec = MODELS[name]
     small = image_size <= SMALL_INPUT_MAX
-    net = spec.build(int(num_classes), small)
+    net = spec.make(int(num_classes), small)
     if weights is None:
         return net
     weights = str(weights)

@@ -86,7 +86,7 @@ class ModelSpec:
     small: Callable[[nn.Module], nn.Module] | None = None
     small_kwargs: dict = field(default_factory=dict)
 
-    def build(self, num_classes: int, small_input: bool) -> nn.Module:
+    def make(self, num_classes: int, small_input: bool) -> nn.Module:
         kwargs = dict(self.small_kwargs) if small_input else {}
         net = tvm.get_model(self.tv_name, weights=None, num_classes=num_classes, **kwargs)
         if small_input and self.small is not None:

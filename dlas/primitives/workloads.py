@@ -105,7 +105,7 @@ def _workload(conv: nn.Conv2d, x: torch.Tensor) -> Conv2dWorkload:
 def model_workloads(name: str, image_size: int) -> tuple[Conv2dWorkload, ...]:
     """The conv2d layers of model `name` at `image_size` in forward order, one per call
     (repeated configurations included)."""
-    from dlas.models import build
+    from dlas.models import make_model
 
     if image_size not in SIZES:
         raise DLASError("workload image_size", image_size, list(SIZES), layer="primitive")
@@ -115,7 +115,7 @@ def model_workloads(name: str, image_size: int) -> tuple[Conv2dWorkload, ...]:
         found.append(_workload(module, inputs[0]))
 
     with torch.device("meta"):  # shapes only: no weights initialised, no arithmetic
-        net = build(name, SIZES[image_size], image_size).eval()
+        net = make_model(name, SIZES[image_size], image_size).eval()
         handles = [m.register_forward_hook(hook) for m in net.modules()
                    if isinstance(m, nn.Conv2d)]
         with torch.no_grad():

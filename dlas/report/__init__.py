@@ -25,7 +25,7 @@ OBS_CSV = {"uncorrelated": "correlations.csv", "speedup_hardware": "speedup_hard
            "tuning_flip": "tuning_flips.csv", "quantization_flip": "quantization_flips.csv"}
 FIGURES = ("pareto", "correlations", "speedup", "best_primitive", "tuning", "status")
 
-__all__ = ["Report", "build", "load"]
+__all__ = ["Report", "load", "write_report"]
 
 
 @dataclass
@@ -41,7 +41,7 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]]
 
 
-def build(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
+def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES]:

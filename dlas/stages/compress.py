@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dlas.compression import StepContext, model_metrics, stored_bytes
 from dlas.compression.storage import load_model, save_model
-from dlas.config import build
+from dlas.config import make
 from dlas.errors import in_layer
 from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
@@ -29,18 +29,18 @@ def check(cfg: DictConfig, input_shape) -> None:
     if ArtifactStore(cfg.paths.artifacts).exists("compressed", compress_key(cfg)):
         return
     with in_layer("compression"):
-        build(cfg, "compression").check(build(cfg, "model", weights=None),
+        make(cfg, "compression").check(make(cfg, "model", weights=None),
                                         torch.zeros(1, *input_shape))
 
 
 def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
     """The compressed net (eval mode) and its metrics, from the store or computed now."""
     key = compress_key(cfg)
-    compression = build(cfg, "compression")  # validates the recipe even when reusing
+    compression = make(cfg, "compression")  # validates the recipe even when reusing
     example = torch.zeros(1, *datamodule.input_shape)
 
     def load(out):
-        net = load_model(out, architecture=lambda: build(cfg, "model", weights=None))
+        net = load_model(out, architecture=lambda: make(cfg, "model", weights=None))
         return net, read_json(out / "metrics.json")
 
     def compute():  # (the recipe was checked against the architecture by the entry: check())
@@ -52,9 +52,9 @@ def compressed_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
         runs = []
 
         def finetune(model, epochs):
-            optimizer = build(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
+            optimizer = make(cfg.optim, "optimizer", lr=cfg.optim.finetune_lr)
             with stage_logging(cfg, "compress", key, force) as logging:
-                trainer = build(cfg, "trainer", max_epochs=epochs, **logging.trainer_args)
+                trainer = make(cfg, "trainer", max_epochs=epochs, **logging.trainer_args)
                 result = fit(model, datamodule, trainer, optimizer)
             runs.append(logging.run_id)
             return result

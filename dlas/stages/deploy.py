@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from dlas.codegen import import_model
 from dlas.codegen.quantized import fused_multiply_add
 from dlas.compression.metrics import number_format
-from dlas.config import build, check_settings
+from dlas.config import make, check_settings
 from dlas.errors import DLASError, in_layer
 from dlas.stages.compress import check as check_compression
 from dlas.stages.compress import compressed_model
@@ -88,10 +88,10 @@ def plan(cfg: DictConfig) -> Plan:
     """Check the point's settings and build its layers; a bad value raises ConfigError."""
     check_settings(cfg)
     with in_layer("dataset"):
-        datamodule = build(cfg, "dataset")
+        datamodule = make(cfg, "dataset")
     check_compression(cfg, datamodule.input_shape)  # (a sweep checks every point this way first)
-    return Plan(datamodule, build(cfg, "primitive"), build(cfg, "codegen"),
-                build(cfg, "hardware"), build(cfg, "measure"))
+    return Plan(datamodule, make(cfg, "primitive"), make(cfg, "codegen"),
+                make(cfg, "hardware"), make(cfg, "measure"))
 
 
 def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE) -> dict:

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from dlas.config import build
+from dlas.config import make
 from dlas.errors import first_line, in_layer
 from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
@@ -26,7 +26,7 @@ def trained_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
     key = train_key(cfg)
 
     def load(out):
-        net = build(cfg, "model", weights=None)  # the architecture: the weights are stored
+        net = make(cfg, "model", weights=None)  # the architecture: the weights are stored
         try:
             net.load_state_dict(load_tensors(out / WEIGHTS))
         except (RuntimeError, TypeError, AttributeError) as exc:  # not this model's weights
@@ -37,11 +37,11 @@ def trained_model(cfg: DictConfig, datamodule, *, force: Force = NONE):
     def compute():
         log.info("training %s on %s (key %s)", cfg.model.name, cfg.dataset.name, key)
         pl.seed_everything(cfg.seed, workers=True)
-        net = build(cfg, "model")  # built after seeding so the initial weights are reproducible
-        optimizer = build(cfg.optim, "optimizer")
-        scheduler = build(cfg.optim, "scheduler") if cfg.optim.get("scheduler") else None
+        net = make(cfg, "model")  # built after seeding so the initial weights are reproducible
+        optimizer = make(cfg.optim, "optimizer")
+        scheduler = make(cfg.optim, "scheduler") if cfg.optim.get("scheduler") else None
         with in_layer("model"), stage_logging(cfg, "train", key, force) as logging:
-            trainer = build(cfg, "trainer", **logging.trainer_args)
+            trainer = make(cfg, "trainer", **logging.trainer_args)
             metrics = fit(net, datamodule, trainer, optimizer, scheduler)
         if metrics["budget_hit"]:
             log.warning("training %s stopped by trainer.max_time after %d epochs: the model "

@@ -27,7 +27,7 @@ from tvm import relax
 from dlas.codegen import Untuned, import_model
 from dlas.compression import ChannelPruning, StepContext
 from dlas.hardware.base import make_target
-from dlas.models import MODELS, build
+from dlas.models import MODELS, make_model
 from dlas.primitives import Direct
 
 SIZES = {32: 10, 224: 1000}  # image side -> num_classes
@@ -57,7 +57,7 @@ def rescale(net: nn.Module, seed: int = 1, *, bn_bias: bool = True,
 
 def compile_and_compare(name: str, size: int) -> dict:
     torch.manual_seed(0)
-    net = rescale(build(name, SIZES[size], size))
+    net = rescale(make_model(name, SIZES[size], size))
     return compare_compiled(net, torch.randn(1, 3, size, size))
 
 
@@ -100,7 +100,7 @@ def test_model_matches_pytorch(name, size):
 def test_channel_pruned_model_matches_pytorch(ratio, width):
     """A channel-pruned resnet18: narrower convs, at 0.3 odd widths (layer2: 128 -> 89)."""
     torch.manual_seed(0)
-    net = ChannelPruning(ratio=ratio).apply(build("resnet18", 10, 32),
+    net = ChannelPruning(ratio=ratio).apply(make_model("resnet18", 10, 32),
                                             StepContext(example=torch.zeros(1, 3, 32, 32)))
     assert net.conv1.out_channels == width and net.fc.out_features == 10
     r = compare_compiled(rescale(net), torch.randn(1, 3, 32, 32))

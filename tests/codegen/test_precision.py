@@ -17,7 +17,7 @@ from tvm import relax, tirx
 
 from dlas.codegen import Untuned, import_model
 from dlas.compression.metrics import number_format
-from dlas.models import build
+from dlas.models import make_model
 from dlas.primitives import Direct
 from tests.codegen.test_models_compile import rescale
 
@@ -78,7 +78,7 @@ def test_small_cnn_fp16_matches_torch_half():
 
 def test_resnet18_fp16_matches_torch_half():
     torch.manual_seed(0)
-    net = randomize_bn(build("resnet18", 10, 32))
+    net = randomize_bn(make_model("resnet18", 10, 32))
     out, ref = compiled_vs_half(net, torch.randn(2, 3, 32, 32))
     assert rel_diff(out, ref) <= RTOL
     assert (out.argmax(1) == ref.argmax(1)).all()

@@ -13,7 +13,7 @@ from dlas.codegen.pipeline import constant_bytes
 from dlas.compression import StepContext
 from dlas.compression.int8 import Int8Quantization
 from dlas.hardware.base import make_target
-from dlas.models import build
+from dlas.models import make_model
 from dlas.primitives import Direct
 
 from tests.codegen.test_models_compile import rescale
@@ -71,7 +71,7 @@ def test_int8_graph_imports_as_integer_ops_and_matches_pytorch():
 
 def test_int8_resnet18_weights_take_a_quarter_of_the_bytes():
     torch.manual_seed(0)
-    net = rescale(build("resnet18", 10, 32))
+    net = rescale(make_model("resnet18", 10, 32))
     x = torch.randn(1, 3, 32, 32)
     codegen = Untuned()
     fp32 = codegen.schedule(import_model(net, x), Direct(), HOST)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tvm import relax
 
 from dlas.codegen import Untuned, import_model
-from dlas.config import build
+from dlas.config import make
 from dlas.errors import DLASError
 from dlas.primitives import Direct
 from tests.codegen.test_models_compile import rescale
@@ -124,7 +124,7 @@ def test_bad_format_from_config_is_a_dlas_error():
     cfg = OmegaConf.create({"primitive": OmegaConf.load(CONF / "primitive" / "direct.yaml")})
     cfg.primitive.format = "ell"  # not a weight format (direct has dense, csr, bsr)
     with pytest.raises(DLASError) as err:
-        build(cfg, "primitive")
+        make(cfg, "primitive")
     assert err.value.layer == "primitive" and "'ell'" in str(err.value)
     assert "dense" in str(err.value)
 

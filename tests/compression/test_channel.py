@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 from dlas.compression import ChannelPruning, Compression, StepContext, model_metrics
 from dlas.errors import DLASError
-from dlas.models import MODELS, build
+from dlas.models import MODELS, make_model
 
 EXAMPLE = StepContext(example=torch.zeros(1, 3, 32, 32))
 
@@ -38,7 +38,7 @@ def convs(net: nn.Module) -> dict[str, nn.Conv2d]:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_shrinks_and_stays_exportable(name):
     torch.manual_seed(0)
-    net = build(name, 10, 32)
+    net = make_model(name, 10, 32)
     x = torch.randn(2, 3, 32, 32)
     before = model_metrics(net, x[:1])
     widths = {n: m.out_channels for n, m in convs(net).items()}
@@ -95,7 +95,7 @@ def test_classifier_is_the_layer_producing_the_logits():
 
 def test_ignored_layers_keep_their_channels():
     torch.manual_seed(0)
-    net = build("resnet18", 10, 32)
+    net = make_model("resnet18", 10, 32)
     step = ChannelPruning(ratio=0.5, ignored_layers=["layer4.1.conv1", "layer2.*"])
     net = step.apply(net, EXAMPLE)
     assert net.fc.out_features == 10 and net.fc.in_features == 256
@@ -110,13 +110,13 @@ def test_ignored_layers_keep_their_channels():
 def test_ignored_layer_that_matches_nothing_is_refused():
     step = ChannelPruning(ratio=0.5, ignored_layers=["layer9.*"])
     with pytest.raises(DLASError, match="layer9") as err:
-        step.apply(build("resnet18", 10, 32), EXAMPLE)
+        step.apply(make_model("resnet18", 10, 32), EXAMPLE)
     assert "matches no module" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_ratio_zero_leaves_the_model_alone():
     torch.manual_seed(0)
-    net = build("resnet18", 10, 32)
+    net = make_model("resnet18", 10, 32)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     assert ChannelPruning(ratio=0).apply(net, EXAMPLE) is net
     after = net.state_dict()
@@ -180,7 +180,7 @@ def test_recipe_by_name_prunes_and_finetunes():
     recipe = Compression("channel", ["channel"], finetune_epochs=1, ratio=0.5)
     assert isinstance(recipe.steps[0], ChannelPruning) and recipe.steps[0].ratio == 0.5
     torch.manual_seed(0)
-    net = build("resnet18", 10, 32)
+    net = make_model("resnet18", 10, 32)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     losses = []
 

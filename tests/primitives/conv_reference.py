@@ -16,7 +16,7 @@ from tvm import relax
 from dlas.codegen import Untuned, import_model
 from dlas.compression import UnstructuredPruning
 from dlas.hardware.base import make_target
-from dlas.models import build
+from dlas.models import make_model
 from dlas.primitives.base import Primitive
 from dlas.primitives.workloads import Conv2dWorkload
 from tests.codegen.test_models_compile import ATOL, RTOL, rescale
@@ -164,7 +164,7 @@ def pruned_resnet18() -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
     an input, its logits from PyTorch)."""
     torch.manual_seed(0)
     pruning = UnstructuredPruning(ratio=0.9)
-    net = rescale(pruning.finalize(pruning.apply(build("resnet18", 10, 32))))
+    net = rescale(pruning.finalize(pruning.apply(make_model("resnet18", 10, 32))))
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = net(x).numpy()

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from dlas.errors import DLASError
-from dlas.models import MODELS, build
+from dlas.models import MODELS, make_model
 from dlas.primitives.workloads import (SIZES, Conv2dWorkload, distinct_workloads,
                                        model_workloads, subsample)
 
@@ -64,7 +64,7 @@ def test_meta_device_shapes_match_a_real_forward(name):
     """The hooks run on the meta device; a real CPU forward gives the same layers."""
     found = []
     torch.manual_seed(0)
-    net = build(name, 10, 32).eval()
+    net = make_model(name, 10, 32).eval()
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(lambda mod, inp, out: found.append(

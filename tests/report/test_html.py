@@ -5,14 +5,14 @@ import re
 import pandas as pd
 import pytest
 
-from dlas.report import build, load
+from dlas.report import write_report, load
 from tests.report.synthetic import grid_store
 
 
 @pytest.fixture(scope="module")
 def report(grid, tmp_path_factory):
     df, info = load(grid)
-    return build(df, info, tmp_path_factory.mktemp("report"))
+    return write_report(df, info, tmp_path_factory.mktemp("report"))
 
 
 def test_html_has_every_section_and_embeds_its_figures(report):
@@ -58,7 +58,7 @@ def test_csv_tables_have_the_rows(report):
 def test_a_figure_without_data_says_why(tmp_path):
     grid_store(tmp_path / "r.sqlite", codegens=("untuned",), hardware=("local",))
     df, info = load(tmp_path / "r.sqlite")
-    report = build(df, info, tmp_path / "out")
+    report = write_report(df, info, tmp_path / "out")
     assert "tuning" not in report.figures and not (tmp_path / "out" / "tuning.png").exists()
     assert "Not drawn: no point was measured both untuned and with a tuning codegen" in \
         report.html.read_text()

@@ -1,14 +1,14 @@
 """The W&B summary run: offline with no account (never a prompt), nothing when disabled."""
 import pytest
 
-from dlas.report import build, load
+from dlas.report import write_report, load
 from dlas.report.wandb_summary import group_of, layer_config, log_summary
 
 
 @pytest.fixture(scope="module")
 def report(grid, tmp_path_factory):
     df, info = load(grid, where="hardware=local,codegen=untuned")
-    return build(df, info, tmp_path_factory.mktemp("report")), df
+    return write_report(df, info, tmp_path_factory.mktemp("report")), df
 
 
 def test_config_is_keyed_by_layer_and_group_is_the_sweep(report):

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from dlas.config import build
+from dlas.config import make
 from dlas.data import DigitsDataModule
 from dlas.stages.curves import stage_logging
 from dlas.stages.force import NONE, Force
@@ -19,7 +19,7 @@ def test_a_stage_logs_its_curves_to_an_offline_run(make_cfg, no_account, tmp_pat
                              "trainer.log_every_n_steps=5", "trainer.precision=32-true"])
     force = Force.of(False, "train", str(tmp_path / "runs" / "sweep-7"))
     with stage_logging(cfg, "train", "k123", force) as logging:
-        trainer = build(cfg, "trainer", max_epochs=2, **logging.trainer_args)
+        trainer = make(cfg, "trainer", max_epochs=2, **logging.trainer_args)
         result = fit(small_cnn(), DigitsDataModule(image_size=16, batch_size=64), trainer,
                      functools.partial(torch.optim.Adam, lr=1e-3))
 

@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlas.data import DigitsDataModule
-from dlas.models import build
+from dlas.models import make_model
 from dlas.training import Classifier, evaluate, fit, set_threads
 
 
@@ -119,7 +119,7 @@ def test_fit_real_model_pruned_one_step():
     # The fine-tuning path on a model-layer net (resnet18, CIFAR stem) with masks on every conv.
     torch.manual_seed(0)
     dm = DigitsDataModule(image_size=8, batch_size=8)
-    net = build("resnet18", 10, 8)
+    net = make_model("resnet18", 10, 8)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     for conv in convs:
         prune.l1_unstructured(conv, "weight", amount=0.5)
