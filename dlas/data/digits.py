@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from dlas.data.base import ClassificationDataModule, check_fraction
+from dlas.data.base import ClassificationDataModule, check_fraction, check_int
 from dlas.errors import DLASError
 
 # Pixel mean/std of the upsampled [0,1] images; fixed so train, val and the deploy stage agree.
@@ -31,7 +31,7 @@ class DigitsDataModule(ClassificationDataModule):
 
     def __init__(self, num_classes: int = 10, image_size: int = 32, batch_size: int = 64,
                  val_fraction: float = 0.2, seed: int = 0, num_workers: int = 0,
-                 name: str = "digits"):
+                 name: str = "digits", eval_samples: int | None = None):
         if name != "digits":
             raise DLASError("dataset.name", name, ["digits"], layer="dataset")
         if num_classes != 10:
@@ -39,6 +39,13 @@ class DigitsDataModule(ClassificationDataModule):
                             reason="digits has exactly 10 classes", layer="dataset")
         super().__init__(num_classes, image_size, batch_size, seed, num_workers)
         self.val_fraction = check_fraction("dataset.val_fraction", val_fraction)
+        # deploy measures accuracy on the first eval_samples validation samples (all: None);
+        # slow targets (an emulated board) need fewer
+        self.eval_samples = None if eval_samples is None else check_int(
+            "dataset.eval_samples", eval_samples, 1)
+
+    def eval_arrays(self, limit: int | None = None):
+        return super().eval_arrays(limit if limit is not None else self.eval_samples)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -72,6 +72,17 @@ class RemoteSession:
             self.port = self.local.port
         return self.connect()
 
+    def emulator(self) -> str | None:
+        """What emulates the board, as its own server says (an emulated board's server answers
+        `dlas.emulator`: dlas.hardware.emulated); None for a real board."""
+        def ask():
+            try:
+                return str(self.rpc.get_function("dlas.emulator")())
+            except AttributeError:  # "Module has no function": a real board's server
+                return None
+        return call_with_timeout(ask, self.connect_timeout_s, f"ask the {self.key!r} server "
+                                 "whether it is emulated")
+
     def close(self) -> None:
         self.rpc = None  # the socket closes when the last reference goes
 

@@ -23,6 +23,8 @@ POINT_COLUMNS = ["key", "sweep", "status", *LAYERS, "fail_layer", "reason", "num
                  "tuning_s", "compile_s"]
 OBS_CSV = {"uncorrelated": "correlations.csv", "speedup_hardware": "speedup_hardware.csv",
            "tuning_flip": "tuning_flips.csv", "quantization_flip": "quantization_flips.csv"}
+EMULATED_COLUMNS = ["key", "status", *LAYERS, "emulator", "accuracy", "accuracy_torch",
+                    "latency_ms", "reason"]
 FIGURES = ("pareto", "correlations", "speedup", "best_primitive", "tuning", "status")
 
 __all__ = ["Report", "load", "write_report"]
@@ -47,6 +49,13 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
     for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES]:
         (out / name).unlink(missing_ok=True)  # a figure not drawn this time must not linger
 
+    # Emulated latency is no hardware's: those rows get their own labelled table and stay out
+    # of every comparison, figure and observation.
+    em = stats.emulated(df)
+    emulated = _columns(df[em], EMULATED_COLUMNS).assign(
+        hardware=lambda t: t["hardware"] + " (emulated)").rename(
+        columns={"latency_ms": "latency_ms_emulator"})
+    df = df[~em]
     ok = stats.measured(df)
     front = stats.pareto_front(ok)
     sp = stats.speedups(ok)
@@ -79,6 +88,8 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         "not_ok.csv": (not_ok, "unsupported and failed points with layer and reason"),
         "int8_accuracy.csv": (int8, "int8's accuracy cost and agreement with PyTorch's Q/DQ "
                                     "model and DLAS's integer reference"),
+        "emulated.csv": (emulated, "points measured on an emulated board (accuracy only; "
+                                   "latency is the emulator's)"),
     }
     for name, (table, _) in tables.items():
         table.to_csv(out / name, index=False)
@@ -125,7 +136,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         fig_entries.append((fid, title, png, caption if png else missing))
 
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
-                      figures=fig_entries, not_ok=not_ok, int8=int8,
+                      figures=fig_entries, not_ok=not_ok, int8=int8, emulated=emulated,
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})

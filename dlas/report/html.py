@@ -89,9 +89,11 @@ def observation(obs: Observation, csv: str | None) -> str:
 
 def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: dict,
           figures: list[tuple[str, str, Path | None, str]], not_ok: pd.DataFrame,
-          tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None) -> Path:
+          tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None,
+          emulated: pd.DataFrame | None = None) -> Path:
     """figures: (id, title, png or None, caption or why it is missing); int8: int8's
-    accuracy cost per point (stats.int8_accuracy)."""
+    accuracy cost per point (stats.int8_accuracy); emulated: rows of emulated boards, shown
+    apart (in no figure, observation or comparison)."""
     counts = info["status"]
     where = ", ".join(f"{k}={'|'.join(v)}" for k, v in info["where"].items()) or "none"
     meta = (f'<p class="meta">Results store <code>{_esc(info["results"])}</code> · sweep '
@@ -107,8 +109,15 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
     nav = "<nav>" + "".join(
         f'<a href="#{a}">{t}</a>' for a, t in [("observations", "Observations")]
         + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
-        + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed"),
-           ("tables", "Tables")]) + "</nav>"
+        + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed")]
+        + ([("emulated", "Emulated boards")] if emulated is not None and len(emulated) else [])
+        + [("tables", "Tables")]) + "</nav>"
+    emu = ("" if emulated is None or emulated.empty else
+           '<h2 id="emulated">Emulated boards</h2><p class="meta">Measured on an aarch64 board '
+           "emulated by qemu-user on this machine (python -m dlas.hardware.emulated): the "
+           "compiled accuracy is the aarch64 code's, the latency is the emulator's (tens of "
+           "times slower than a board) and is no hardware's, so these rows are in no figure, "
+           "observation or comparison above.</p>" + table(emulated, "emulated.csv", fold=False))
     obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
     figs = []
     for fid, title, png, caption in figures:
@@ -134,6 +143,7 @@ logit_rel_diff = max logit difference / max|logit|, measured, not gated) and the
 DLAS's integer reference (reference_rel_diff: the deploy check, int8_reference_rtol).</p>
 {table(int8, "int8_accuracy.csv", fold=False)}
 <h2 id="not-ok">Unsupported and failed points</h2>{table(not_ok, "not_ok.csv", fold=False)}
+{emu}
 <h2 id="tables">Tables</h2><ul>{csv_list}</ul>
 </main></body></html>
 """

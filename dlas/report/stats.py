@@ -21,6 +21,14 @@ PAIRS = (("size_mib", "accuracy"), ("size_mib", "latency_ms"), ("accuracy", "lat
 NAMES = {"size_mib": "size", "accuracy": "accuracy", "latency_ms": "latency"}
 
 
+def emulated(df: pd.DataFrame) -> pd.Series:
+    """True for rows measured on an emulated board (their server said so: dlas.hardware.emulated);
+    their accuracy is the board code's, their latency the emulator's, not a board's."""
+    if "emulated" not in df:
+        return pd.Series(False, index=df.index)
+    return df["emulated"].eq(True)
+
+
 def measured(df: pd.DataFrame) -> pd.DataFrame:
     """ok points with a latency; of points with the same layer labels (re-measured with other
     measure settings), the latest."""

@@ -111,10 +111,14 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     start = time.perf_counter()
     with in_layer("hardware"), hardware.session() as session:
         result = measure.run(session, str(lib), x, device=hardware.runtime_device)
+        emulator = session.emulator()  # the board's server says; its latency is no board's
     metrics["measure_s"] = time.perf_counter() - start
     metrics.update(result.latency)
     metrics["target"] = str(hardware.target)
     metrics["hardware_machine"] = hardware.machine
+    metrics["emulated"] = emulator is not None
+    if emulator is not None:
+        metrics["emulator"] = emulator
     metrics["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     fmt = number_format(net)

@@ -62,3 +62,23 @@ def test_a_figure_without_data_says_why(tmp_path):
     assert "tuning" not in report.figures and not (tmp_path / "out" / "tuning.png").exists()
     assert "Not drawn: no point was measured both untuned and with a tuning codegen" in \
         report.html.read_text()
+
+
+def test_emulated_rows_are_kept_apart_and_labelled(tmp_path):
+    """Emulated latency is no hardware's: those rows are in their own table only, never compared."""
+    grid_store(tmp_path / "r.sqlite", emulated=("board",))
+    df, info = load(tmp_path / "r.sqlite")
+    report = write_report(df, info, tmp_path / "out")
+    emulated = pd.read_csv(tmp_path / "out" / "emulated.csv")
+    assert len(emulated) == 36 and set(emulated["hardware"]) == {"board (emulated)"}
+    assert emulated["latency_ms_emulator"].notna().all()
+    points = pd.read_csv(tmp_path / "out" / "points.csv")
+    assert "board" not in set(points[points["status"] == "ok"]["hardware"])
+    assert set(report.tables["speedup.csv"]["hardware"]) == {"local"}
+    assert report.observations[1].verdict == "not enough data"  # one real hardware is left
+    page = report.html.read_text()
+    assert 'id="emulated"' in page and "board (emulated)" in page
+    # a study without emulated rows shows no such section
+    grid_store(tmp_path / "real.sqlite", hardware=("local",))
+    df, info = load(tmp_path / "real.sqlite")
+    assert 'id="emulated"' not in write_report(df, info, tmp_path / "out2").html.read_text()
