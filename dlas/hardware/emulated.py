@@ -66,21 +66,27 @@ def start_tracker(host: str, port: int):
 
 
 def start_server(emu: Emulator, key: str, host: str, port: int) -> subprocess.Popen:
-    """One aarch64 RPC server under qemu registered under key (returns once it is free)."""
+    """One aarch64 RPC server under qemu, to register under key at the tracker."""
     cmd = emu.command(str(SERVER), "--tracker", f"{host}:{port}", "--key", key,
                       "--emulator", emu.version)
-    proc = subprocess.Popen(cmd, env=emu.env(), stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+    return subprocess.Popen(cmd, env=emu.env(), stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+
+
+def wait_registered(emu: Emulator, proc: subprocess.Popen, key: str, host: str, port: int,
+                    since: float) -> None:
+    """Return once the server is registered and free (since: perf_counter() at its start)."""
     try:
-        waited = wait_for_key(host, port, key, START_TIMEOUT_S, alive=lambda: proc.poll() is None)
+        wait_for_key(host, port, key, START_TIMEOUT_S, alive=lambda: proc.poll() is None)
     except DLASError:
         proc.kill()
         raise DLASError("emulated board", key, layer="hardware",
                         reason=f"its aarch64 RPC server (exit code {proc.wait()}) did not "
                                f"register at {host}:{port} within {START_TIMEOUT_S} s; run "
-                               f"`{' '.join(cmd)}` with PYTHONPATH={emu.site} to see why") from None
-    _say(f"board {key!r}: aarch64 RPC server pid {proc.pid} registered in {waited:.0f} s "
-         f"({emu.version})")
-    return proc
+                               f"`{' '.join(proc.args)}` with PYTHONPATH={emu.site} to see "
+                               "why") from None
+    _say(f"board {key!r}: aarch64 RPC server pid {proc.pid} registered in "
+         f"{time.perf_counter() - since:.0f} s ({emu.version}); `kill -- -{proc.pid}` takes "
+         "this board down")
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -102,8 +108,11 @@ def serve(keys: list[str], host: str, port: int, cache: Path | None) -> None:
     procs: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # -> finally below
     try:
-        for key in keys:
-            procs.append(start_server(emu, key, host, port))
+        # started together: each spends 15-30 s importing TVM under qemu
+        since = time.perf_counter()
+        procs += [start_server(emu, key, host, port) for key in keys]
+        for proc, key in zip(procs, keys):
+            wait_registered(emu, proc, key, host, port, since)
         _say(f"{READY} in {time.perf_counter() - t0:.0f} s: keys {', '.join(keys)} at tracker "
              f"{host}:{port} (pid {os.getpid()}); stop with Ctrl-C or `kill {os.getpid()}`")
         live = {p.pid: k for p, k in zip(procs, keys)}
