@@ -57,6 +57,9 @@ def test_eval_arrays_match_val_loader(dm):
     np.testing.assert_array_equal(x[:32], vx.numpy())
     np.testing.assert_array_equal(y[:32], vy.numpy())
     assert len(dm.eval_arrays(limit=10_000)[1]) == 360
+    few = DigitsDataModule(eval_samples=7)  # deploy's accuracy pass on a slow target
+    np.testing.assert_array_equal(few.eval_arrays()[1], y[:7])
+    assert len(few.eval_arrays(limit=9)[1]) == 9
 
 
 def test_other_image_size():
@@ -74,7 +77,7 @@ def test_other_image_size():
     ({"val_fraction": "x"}, "val_fraction"), ({"image_size": 4}, "image_size"),
     ({"batch_size": 0}, "batch_size"), ({"num_classes": 5}, "num_classes"),
     ({"num_workers": -1}, "num_workers"), ({"image_size": 32.0}, "image_size"),
-    ({"name": "mnist"}, "dataset.name"),
+    ({"name": "mnist"}, "dataset.name"), ({"eval_samples": 0}, "dataset.eval_samples"),
 ])
 def test_bad_arguments(kwargs, what):
     with pytest.raises(DLASError) as err:
