@@ -78,7 +78,12 @@ class Measurement:
                 retried.append(reason)
                 log.warning("measurement attempt %d failed (%s); retrying on a fresh session",
                             attempt + 1, reason)
-                session.reconnect()
+                try:
+                    session.reconnect()
+                except DLASError as gone:  # e.g. the board went away: say both in the row
+                    raise DLASError(gone.what, gone.value, gone.valid, layer="hardware",
+                                    reason=f"the measurement failed ({reason}), then no fresh "
+                                           f"session: {gone.reason or first_line(gone)}") from gone
         raise AssertionError("unreachable")
 
     def _call(self, fn, what: str, timeout_s: float | None = None):

@@ -75,9 +75,11 @@ class RemoteSession:
     def emulator(self) -> str | None:
         """What emulates the board, as its own server says (an emulated board's server answers
         `dlas.emulator`: dlas.hardware.emulated); None for a real board."""
+        get_function = self.get_function  # (a closed session raises here, not below)
+
         def ask():
             try:
-                return str(self.rpc.get_function("dlas.emulator")())
+                return str(get_function("dlas.emulator")())
             except AttributeError:  # "Module has no function": a real board's server
                 return None
         return call_with_timeout(ask, self.connect_timeout_s, f"ask the {self.key!r} server "

@@ -30,6 +30,7 @@ def test_point_end_to_end_and_stage_reuse(make_cfg):
     assert m["weight_sparsity"] == pytest.approx(0.6, abs=0.01)
     assert m["latency_ms_median"] > 0 and m["latency_repeats"] == 3
     assert m["compile_s"] > 0 and m["scheduled_funcs"] > 0
+    assert m["emulated"] is False and "emulator" not in m  # this machine's own CPU
     store = ArtifactStore(cfg.paths.artifacts)
     for stage, key in [("trained", train_key(cfg)), ("compressed", compress_key(cfg)),
                        ("compiled", compile_key(cfg))]:

@@ -163,3 +163,18 @@ def test_session_timeout_ends_the_session_not_the_server(lab, hang_lib):
     with board.session() as sess:
         x = np.arange(3, dtype="float32")
         np.testing.assert_array_equal(tvm.runtime.tensor(x, sess.cpu()).numpy(), x)
+
+
+def test_a_board_gone_mid_measurement_says_both_failures(tiny_lib):
+    """The server (here with its tracker) dies under an open session: the retry finds no board,
+    and the error names the lost measurement as well as why no fresh session came."""
+    gone = LocalRPC("gone").start()
+    try:
+        board = RemoteBoard("gone", tracker_host="127.0.0.1", tracker_port=gone.port, key="gone")
+        with board.session() as sess:
+            os.killpg(gone.pgid, signal.SIGKILL)
+            with pytest.raises(DLASError, match=r"the measurement failed \(.+\), then no fresh "
+                                                r"session: no board is registered under it"):
+                Measurement(**FAST).run(sess, tiny_lib[2], inputs(2))
+    finally:
+        gone.stop()
