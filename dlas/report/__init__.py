@@ -24,7 +24,7 @@ POINT_COLUMNS = ["key", "sweep", "status", *LAYERS, "fail_layer", "reason", "num
 OBS_CSV = {"uncorrelated": "correlations.csv", "speedup_hardware": "speedup_hardware.csv",
            "tuning_flip": "tuning_flips.csv", "quantization_flip": "quantization_flips.csv"}
 EMULATED_COLUMNS = ["key", "status", *LAYERS, "emulator", "accuracy", "accuracy_torch",
-                    "latency_ms", "reason"]
+                    "eval_samples", "latency_ms", "reason"]
 FIGURES = ("pareto", "correlations", "speedup", "best_primitive", "tuning", "status")
 
 __all__ = ["Report", "load", "write_report"]
