@@ -15,7 +15,7 @@ def run(cfg, sweep=None):
 
 
 def check(cfg, sweep=None):
-    from dlas.config import make, check_settings
+    from dlas.config import check_settings, make
     from dlas.stages.compress import check as check_compression
     from dlas.stages.force import Force
 

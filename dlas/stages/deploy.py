@@ -6,6 +6,7 @@ import logging
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -13,7 +14,7 @@ from omegaconf import DictConfig
 from dlas.codegen import import_model
 from dlas.codegen.quantized import fused_multiply_add
 from dlas.compression.metrics import number_format
-from dlas.config import make, check_settings
+from dlas.config import check_settings, make
 from dlas.errors import DLASError, in_layer
 from dlas.stages.compress import check as check_compression
 from dlas.stages.compress import compressed_model
@@ -28,17 +29,20 @@ log = logging.getLogger(__name__)
 LIB = "model.so"
 
 
+def stored_library(folder: Path) -> tuple[Path, dict]:
+    """The library in a compile stage's output folder and its compile metrics; ArtifactError
+    when it is missing, damaged or not the library the stage exported (SHA-256)."""
+    metrics = read_json(folder / "metrics.json")
+    if not (folder / LIB).is_file() or file_digest(folder / LIB) != metrics.get("lib_sha256"):
+        raise ArtifactError(str(folder / LIB), reason="missing, damaged or not the library "
+                            "this stage exported (its SHA-256 differs)")
+    return folder / LIB, metrics
+
+
 def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware, *,
                      force: Force = NONE):
     """Path of the exported library for this point's compile config, and its compile metrics."""
     key = compile_key(cfg)
-
-    def load(out):
-        metrics = read_json(out / "metrics.json")
-        if not (out / LIB).is_file() or file_digest(out / LIB) != metrics.get("lib_sha256"):
-            raise ArtifactError(str(out / LIB), reason="missing, damaged or not the library "
-                                "this stage exported (its SHA-256 differs)")
-        return out / LIB, metrics
 
     def compute():
         log.info("compiling with %s/%s for %s (key %s)", primitive.name, codegen.name,
@@ -68,8 +72,8 @@ def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware
         metrics["lib_sha256"] = file_digest(tmp / LIB)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
 
-    (_, metrics), reused = produce(cfg, "compile", key, force=force, load=load, compute=compute,
-                                   save=save)
+    (_, metrics), reused = produce(cfg, "compile", key, force=force, load=stored_library,
+                                   compute=compute, save=save)
     return ArtifactStore(cfg.paths.artifacts).path("compiled", key) / LIB, \
         metrics | {"compile_reused": reused}
 

@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 
 from dlas.errors import ConfigError, in_layer
 from dlas.hardware.measure import latency_stats
-from dlas.stages.deploy import LIB, Plan, plan
+from dlas.stages.deploy import LIB, Plan, plan, stored_library
 from dlas.stages.keys import compile_key, point_key
-from dlas.store.artifacts import ArtifactStore, file_digest, read_json
+from dlas.store.artifacts import ArtifactError, ArtifactStore
 from dlas.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,10 @@ def _stored(cfg: DictConfig, store: ResultsStore) -> _Point | None:
         log.info("remeasure: point %s has no measured row and stored library yet: its job "
                  "compiles and measures it", key)
         return None
-    if file_digest(lib) != read_json(folder / "metrics.json").get("lib_sha256"):
-        log.warning("remeasure: %s is not the library its compile stage exported (SHA-256): "
-                    "point %s is compiled again by its job", lib, key)
+    try:
+        stored_library(folder)
+    except ArtifactError as exc:  # (deploy's own check before it reuses a library)
+        log.warning("remeasure: %s: point %s is compiled again by its job", exc, key)
         return None
     planned = plan(cfg)
     x, _ = planned.datamodule.eval_arrays(cfg.dataset.get("eval_samples"))
@@ -95,7 +96,8 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
         pooled = latency_stats(np.concatenate(point.times), point.planned.measure.noisy_cv)
         metrics = {**point.row["metrics"], **pooled,
                    "latency_round_medians": medians,
-                   "latency_round_spread": (max(medians) - min(medians)) / float(np.median(medians)),
+                   "latency_round_spread":
+                       (max(medians) - min(medians)) / float(np.median(medians)),
                    "load_avg_rounds": point.load, "remeasured_at": time.time()}
         store.record(point.key, status="ok", layers=point.row, sweep=sweep,
                      config=point.row["config"], metrics=metrics, env=point.row.get("env"),

@@ -75,7 +75,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
             return reused
         config = layer_config(cfg)
         wandb_run = WandbRun(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                             mode=cfg.logger.mode, group=sweep and Path(sweep).name,
+                             mode=cfg.logger.mode, group=force.sweep_name,
                              job_type="deploy", name="/".join(str(v) for v in layers.values()),
                              config=config, directory=cfg.paths.wandb)
         started = time.time()
@@ -124,7 +124,7 @@ def _record(config, store, key, layers, sweep, status, layer, reason, metrics, s
                  started=started)
     if wandb_run is not None:
         wandb_run.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
-                                **metrics})
+                                  **metrics})
     print(row_line(row), flush=True)
     if status != "ok" and raise_on_failure:
         raise PointFailed(row)
