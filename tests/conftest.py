@@ -21,6 +21,22 @@ def make_cfg(tmp_path):
     return make
 
 
+@pytest.fixture(autouse=True)
+def declared_metrics(monkeypatch):
+    """Every row a test records carries only metrics dlas/store/schema.py declares."""
+    from dlas.store.results import ResultsStore
+    from dlas.store.schema import undeclared
+
+    record = ResultsStore.record
+
+    def checked(self, key, **kwargs):
+        unknown = undeclared(kwargs.get("metrics") or {})
+        assert not unknown, f"metrics not declared in dlas/store/schema.py: {unknown}"
+        return record(self, key, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "record", checked)
+
+
 @pytest.fixture
 def free_port() -> int:
     """A loopback port nothing listens on (e.g. a board tracker that is not there)."""

@@ -14,6 +14,7 @@ import pandas as pd
 from dlas.errors import DLASError
 from dlas.stages.keys import NOT_DETERMINING
 from dlas.store.results import LAYERS, ResultsStore
+from dlas.store.schema import NUMBERS
 
 FILTER_KEYS = LAYERS + ("status", "number_format")
 # compression steps that change the number format; the rest (pruning) is the recipe's "base"
@@ -151,6 +152,11 @@ def compression_base(row: dict) -> str:
             return name[: -len(suffix)]
     return name
 
+# metrics every table has, as None where no point has them (the report's sections read them)
+ALWAYS = ("accuracy_compiled", "accuracy_torch", "size_bytes", "latency_ms_median",
+          "latency_ms_p90", "latency_ms_min", "latency_ms_max", "latency_ms_std", "latency_cv",
+          "tuning_s", "macs", "number_format", "noisy", "budget_hit")
+
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per point: base columns, every scalar metric, labels and derived columns."""
@@ -171,16 +177,12 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
         df[layer] = _variant_labels(rows, layer)
     df["algorithm"] = df["primitive_name"].str.split("-").str[0]
     df["format"] = df["primitive_name"].str.split("-").str[1]
-    for col in ("accuracy_compiled", "accuracy_torch", "size_bytes", "latency_ms_median",
-                "latency_ms_p90", "latency_ms_min", "latency_ms_max", "latency_ms_std",
-                "latency_cv", "tuning_s", "macs", "number_format", "noisy", "budget_hit"):
+    for col in ALWAYS:
         if col not in df:
             df[col] = None
-    numeric = [c for c in df.columns if c.startswith(("latency_", "accuracy_", "size_", "tuning_",
-                                                      "logit_", "reference_"))
-               or c in ("macs", "params", "prediction_agreement", "eval_samples")]
-    for col in numeric:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in NUMBERS:  # the schema's numeric metrics (a point may lack some)
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     df["accuracy"] = df["accuracy_compiled"].fillna(df["accuracy_torch"])
     df["latency_ms"] = df["latency_ms_median"]
     df["size_mib"] = df["size_bytes"] / 2**20

@@ -10,6 +10,7 @@ each other's points instead of measuring them twice.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from contextlib import closing, contextmanager
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from dlas.errors import DLASError
 from dlas.store.locks import wait_for_lock
+
+log = logging.getLogger(__name__)
 
 LAYERS = ("dataset", "model", "compression", "primitive", "codegen", "hardware")
 STATUSES = ("ok", "unsupported", "failed")
@@ -88,6 +91,10 @@ class ResultsStore:
         """Insert or replace the row of point `key`."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} not in {STATUSES}")
+        from dlas.store.schema import undeclared  # (not at the top: the schema runs as __main__)
+
+        if unknown := undeclared(metrics or {}):  # kept (a result is never lost), but said
+            log.warning("metrics not declared in dlas/store/schema.py: %s", ", ".join(unknown))
         row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason,
                    **{name: layers.get(name) for name in LAYERS},
                    config=json.dumps(config or {}, default=str),
