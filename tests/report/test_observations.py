@@ -4,7 +4,7 @@ import pytest
 from dlas.report import observations as obs
 from dlas.report import stats
 from dlas.report.table import load
-from tests.report.synthetic import correlation_store, grid_store
+from tests.report.synthetic import correlation_store, grid_store, latency_metrics
 
 
 def checks(path, **kw):
@@ -76,3 +76,28 @@ def test_hardware_variants_of_one_machine_are_named_as_such(tmp_path):
     assert "board, local are variants of one machine (local: ISA level or threads)" in statistic
     grid_store(tmp_path / "apart.sqlite", machines={"local": "local", "board": "board"})
     assert "variants" not in checks(tmp_path / "apart.sqlite")["speedup_hardware"].statistic
+
+
+def speedup_store(path, speedup: dict[str, float]):
+    """resnet18 none and unstructured on each hardware, unstructured `speedup[hw]` faster."""
+    from dlas.store.results import ResultsStore
+
+    store = ResultsStore(path)
+    for hw, factor in speedup.items():
+        for comp, latency in (("none", 10.0), ("unstructured", 10.0 / factor)):
+            layers = dict(dataset="digits", model="resnet18", compression=comp,
+                          primitive="direct-dense", codegen="untuned", hardware=hw)
+            store.record(f"{hw}-{comp}", status="ok", layers=layers, config={},
+                         metrics=latency_metrics(latency) | {
+                             "accuracy_compiled": 0.9, "accuracy_torch": 0.9,
+                             "size_bytes": 1e6, "number_format": "float32"})
+    return path
+
+
+def test_a_speedup_flip_within_the_noise_is_no_hardware_dependence(tmp_path):
+    o = checks(speedup_store(tmp_path / "n.sqlite", {"local": 1.06, "board": 0.98}))
+    assert o["speedup_hardware"].verdict == obs.DOES_NOT_HOLD
+    assert "slowdown on another" not in o["speedup_hardware"].statistic
+    o = checks(speedup_store(tmp_path / "f.sqlite", {"local": 1.10, "board": 0.93}))
+    assert o["speedup_hardware"].verdict == obs.HOLDS
+    assert "speedup on one, slowdown on another" in o["speedup_hardware"].statistic
