@@ -72,7 +72,8 @@ def load_search(results: str | Path, study: str | None) -> Search | None:
 
 
 def _losses(table: pd.DataFrame, objectives: dict) -> np.ndarray:
-    cols = [(-1.0 if d == "maximize" else 1.0) * table[c].astype(float) for c, d in objectives.items()]
+    cols = [(-1.0 if d == "maximize" else 1.0) * table[c].astype(float)
+            for c, d in objectives.items()]
     return np.column_stack(cols) if cols else np.empty((0, 0))
 
 

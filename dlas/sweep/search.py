@@ -23,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.errors import ConfigError, DLASError, first_line
@@ -169,10 +169,11 @@ def tell(study, trial, ret: JobReturn, objectives: dict):
     import optuna
 
     status, reason, vals = "failed", None, None
-    if ret.status != JobStatus.COMPLETED:
-        reason = f"the job raised: {first_line(str(ret._return_value))}"
+    try:
+        value = ret.return_value  # (a job that raised re-raises here)
+    except Exception as exc:
+        reason = f"the job raised: {first_line(exc)}"
     else:
-        value = ret.return_value
         row = row_of(value)
         if isinstance(row, dict):
             status, reason = row.get("status", "ok"), row.get("reason")
@@ -185,9 +186,8 @@ def tell(study, trial, ret: JobReturn, objectives: dict):
         if vals is not None and len(vals) != len(objectives):
             reason, vals = f"{len(vals)} values for {len(objectives)} objectives", None
         if vals is not None and any(math.isnan(v) for v in vals):
-            reason = reason or "an objective is missing from the row"
+            reason = reason or "an objective is not a number in the row"
             vals = None
-            status = "failed" if status == "ok" else status
     trial.set_user_attr("status", status)
     if vals is None:
         trial.set_user_attr("reason", reason)
