@@ -45,10 +45,10 @@ def main():
         found = run(["deploy.py", "-m", "hydra/sweeper=dlas_optuna", *args.overrides,
                      f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.sampler.seed={seed}"])
         study = re.search(r"^search: study (\S+) in (\S+):", found, re.M)
-        out = ROOT / "outputs" / "benchmarks" / "search" / study.group(1)
-        run(["report.py", f"report.sweep={sweep}", f"report.search={study.group(1)}",
-             f"report.out={out}", "report.wandb=false", *[o for o in args.overrides
-                                                           if o.startswith("paths.")]])
+        report = run(["report.py", f"report.sweep={sweep}", f"report.search={study.group(1)}",
+                      f"report.out=${{paths.root}}/benchmarks/search/{study.group(1)}",
+                      "report.wandb=false", *[o for o in args.overrides if o.startswith("paths.")]])
+        out = Path(re.search(r"^report: (\S+) ", report, re.M).group(1)).parent
         table = pd.read_csv(out / "search_vs_grid.csv")
         grid_hv, search_hv = table["hypervolume"]
         lines.append(f"{seed:>4}  {study.group(1):<20} {table['points'][1]:>6} {grid_hv:>12.5g} "
