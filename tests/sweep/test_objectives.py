@@ -56,11 +56,12 @@ def test_an_unsupported_point_is_a_failed_trial_with_its_reason(make_cfg):
     from dlas.errors import Unsupported
     from dlas.sweep.search import tell
 
-    def stage(cfg, force=False):
+    def plan(cfg):  # a combination refused before any work (as deploy's plan does)
         raise Unsupported("primitive", "gemm", reason="not on this target", layer="primitive")
 
     cfg = make_cfg()
-    row = run_point(cfg, stage, sweep="s", raise_on_failure=False)
+    row = run_point(cfg, None, plan=plan, sweep="s", raise_on_failure=False)
+    assert row["status"] == "unsupported"
     job = JobReturn(status=JobStatus.COMPLETED, _return_value=deploy.objective_values(cfg, row))
     study = optuna.create_study(directions=list(OBJ.values()))
     trial = study.ask()
