@@ -1,5 +1,6 @@
 """Compile and measure points of the stack: `python deploy.py [-m] layer=value ...`."""
 from dlas.cli import entry
+from dlas.sweep.objectives import directions, returned
 
 
 def run(cfg, sweep=None):
@@ -14,6 +15,8 @@ def run(cfg, sweep=None):
 
 def check(cfg):
     """What a sweep checks of each of its points before the first one runs."""
+    if cfg.get("objectives"):
+        directions(cfg.objectives)
     from dlas.stages.deploy import plan
     from dlas.stages.force import Force
 
@@ -24,7 +27,12 @@ def check(cfg):
     plan(cfg)
 
 
-main = entry("deploy", run, check)
+def objective_values(cfg, row):
+    """A multirun job's return: the objectives' values, for any sweeper plugin."""
+    return returned(row, cfg.get("objectives"))
+
+
+main = entry("deploy", run, check, returns=objective_values)
 
 if __name__ == "__main__":
     main()

@@ -5,17 +5,23 @@ from dlas.cli import entry
 
 
 def run(cfg, sweep=None):
+    import pandas as pd
     from omegaconf import OmegaConf
 
     from dlas.report import write_report, load
+    from dlas.report.search import load_search
     from dlas.report.wandb_summary import log_summary
 
     where = cfg.report.where
     where = OmegaConf.to_container(where) if OmegaConf.is_config(where) else where
     df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep)
-    report = write_report(df, info, cfg.report.out)
+    search = load_search(cfg.paths.results, cfg.report.search)
+    report = write_report(df, info, cfg.report.out, search=search)
     counts = ", ".join(f"{n} {s}" for s, n in info["status"].items())
     print(f"report: {report.html} ({info['points']} points: {counts})", flush=True)
+    for _, r in report.tables.get("search_vs_grid.csv", pd.DataFrame()).iterrows():
+        print(f"  {r['what']}: hypervolume {r['hypervolume']:.6g} ({r['of_grid']:.1%} of the "
+              f"grid's), {r['on_front']} on the front", flush=True)
     for obs in report.observations:
         print(f"  [{obs.verdict}] {obs.claim}: {obs.statistic}", flush=True)
     if cfg.report.wandb:

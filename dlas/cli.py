@@ -75,9 +75,11 @@ def _path_message(exc: OSError) -> str:
 
 
 def entry(config_name: str, job: Callable[[DictConfig, str | None], object],
-          check: Callable[[DictConfig], object] | None = None) -> Callable[[], None]:
+          check: Callable[[DictConfig], object] | None = None,
+          returns: Callable[[DictConfig, object], object] | None = None) -> Callable[[], None]:
     """A `main()` for an entry point running `job(cfg, sweep)` under Hydra; `check(cfg)` is
-    what a multirun checks of every point before the first one runs.
+    what a multirun checks of every point before the first one runs; `returns(cfg, result)`
+    what a multirun job hands its sweeper (e.g. objective values, dlas.sweep.objectives).
 
     In a single run a failed point prints one line and exits 1; in a multirun the job records
     it and the sweep goes on (the SweepSummary callback sets the exit code at the end). Config
@@ -94,7 +96,8 @@ def entry(config_name: str, job: Callable[[DictConfig, str | None], object],
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         try:
-            return job(cfg, hc.sweep.dir if multirun else None)
+            result = job(cfg, hc.sweep.dir if multirun else None)
+            return returns(cfg, result) if multirun and returns is not None else result
         except PointFailed as exc:
             fail(str(exc), 1)
         except DLASError as exc:  # a bad setting, or an error outside a point

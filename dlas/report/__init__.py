@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlas.report import figures, html, observations, stats
+from dlas.report.search import REF_MARGIN, Search, compare
 from dlas.report.table import load
 from dlas.store.results import LAYERS
 
@@ -25,7 +26,8 @@ OBS_CSV = {"uncorrelated": "correlations.csv", "speedup_hardware": "speedup_hard
            "tuning_flip": "tuning_flips.csv", "quantization_flip": "quantization_flips.csv"}
 EMULATED_COLUMNS = ["key", "status", *LAYERS, "emulator", "accuracy", "accuracy_torch",
                     "eval_samples", "latency_ms", "reason"]
-FIGURES = ("pareto", "correlations", "speedup", "best_primitive", "tuning", "status")
+FIGURES = ("pareto", "correlations", "speedup", "best_primitive", "tuning", "status", "search")
+SEARCH_CSV = ("search.csv", "search_vs_grid.csv")
 
 __all__ = ["Report", "load", "write_report"]
 
@@ -43,10 +45,12 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]]
 
 
-def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
+def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
+                 search: Search | None = None) -> Report:
+    """search: a search (dlas.report.search.load_search) to show against df's measured points."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES]:
+    for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES] + list(SEARCH_CSV):
         (out / name).unlink(missing_ok=True)  # a figure not drawn this time must not linger
 
     # Emulated latency is no hardware's: those rows get their own labelled table and stay out
@@ -91,6 +95,12 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         "emulated.csv": (emulated, "points measured on an emulated board (accuracy only; "
                                    "latency is the emulator's)"),
     }
+    searched = compare(search, ok) if search is not None else None
+    if searched is not None:
+        tables["search.csv"] = (searched["trials"], f"the trials of search {search.name}: "
+                                "objectives, front, hypervolume so far")
+        tables["search_vs_grid.csv"] = (searched["table"], "hypervolume of the searched front "
+                                        "and of the grid's")
     for name, (table, _) in tables.items():
         table.to_csv(out / name, index=False)
 
@@ -127,6 +137,19 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
          "Where the unsupported and failed points are (their reasons are in the table below).",
          "no points"),
     ]
+    if searched is not None:
+        ref = searched["reference"]
+        specs.append((
+            "search", f"Search {search.name}: the front found and the trials over time",
+            lambda: figures.search(searched["trials"], searched["grid"], search.objectives,
+                                   searched["grid_hv"]),
+            "Left: the first two objectives of every measured point of the report (grey) and of "
+            "the search's complete trials (coloured by trial number), with each one's front. "
+            "Right: the hypervolume of the searched front after each trial and the grid's "
+            "(objectives to maximize negated; reference point: the grid's worst value of each "
+            f"objective plus {REF_MARGIN:.0%} of its range"
+            + (f", here {', '.join(f'{v:.4g}' for v in ref)}" if ref is not None else "") + ").",
+            "the search has no complete trial"))
     fig_entries = []
     for fid, title, draw, caption, missing in specs:
         fig = draw()
@@ -137,6 +160,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
 
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
                       figures=fig_entries, not_ok=not_ok, int8=int8, emulated=emulated,
+                      search=None if searched is None else (search.name, searched["table"]),
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})

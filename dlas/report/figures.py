@@ -274,3 +274,43 @@ def save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def search(trials: pd.DataFrame, grid: pd.DataFrame, objectives: dict, grid_hv: float | None):
+    """A search against the grid: the first two objectives (grid points grey, searched points
+    coloured by trial number, both fronts) and the hypervolume of the searched front after
+    each trial next to the grid's."""
+    done = trials[trials["state"] == "COMPLETE"]
+    if done.empty:
+        return None
+    names = list(objectives)
+    fig, axes = _grid(2 if len(names) >= 2 and "hypervolume" in trials else 1)
+    if len(names) >= 2:
+        ax, (x, y) = axes[0], names[:2]
+        ax.scatter(grid[x], grid[y], s=22, color="0.75", label=f"grid ({len(grid)})", zorder=2)
+        for data, on, color, label in ((grid, grid.get("grid_front"), "0.3", "grid front"),
+                                       (done, done["on_front"], "tab:red", "search front")):
+            if on is not None and on.any():
+                f = data[on.astype(bool)].sort_values(x)  # (a line: the directions vary)
+                ax.plot(f[x], f[y], color=color, lw=1.2, ls="--", label=label)
+        sc = ax.scatter(done[x], done[y], c=done["number"], cmap="viridis", s=40,
+                        edgecolors="black", linewidths=0.5, zorder=3, label="searched")
+        fig.colorbar(sc, ax=ax, label="trial number").ax.yaxis.set_major_locator(
+            matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel(f"{x} ({objectives[x]})")
+        ax.set_ylabel(f"{y} ({objectives[y]})")
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title("searched points against the grid")
+    if "hypervolume" in trials:
+        ax = axes[-1]
+        ax.step(trials["number"], trials["hypervolume"], where="post", color="tab:red",
+                label="search: front so far")
+        if grid_hv:
+            ax.axhline(grid_hv, color="0.3", ls="--", label="grid: every measured point")
+        ax.set_xlabel("trial number")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("hypervolume")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title("hypervolume over the trials")
+    fig.suptitle("Search: the front found and the trials over time")
+    return fig

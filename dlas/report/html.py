@@ -90,7 +90,8 @@ def observation(obs: Observation, csv: str | None) -> str:
 def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: dict,
           figures: list[tuple[str, str, Path | None, str]], not_ok: pd.DataFrame,
           tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None,
-          emulated: pd.DataFrame | None = None) -> Path:
+          emulated: pd.DataFrame | None = None,
+          search: tuple[str, pd.DataFrame] | None = None) -> Path:
     """figures: (id, title, png or None, caption or why it is missing); int8: int8's
     accuracy cost per point (stats.int8_accuracy); emulated: rows of emulated boards, shown
     apart (in no figure, observation or comparison)."""
@@ -109,6 +110,7 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
     nav = "<nav>" + "".join(
         f'<a href="#{a}">{t}</a>' for a, t in [("observations", "Observations")]
         + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
+        + ([("search", "Search")] if search is not None else [])
         + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed")]
         + ([("emulated", "Emulated boards")] if emulated is not None and len(emulated) else [])
         + [("tables", "Tables")]) + "</nav>"
@@ -118,6 +120,13 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
            "compiled accuracy is the aarch64 code's, the latency is the emulator's (tens of "
            "times slower than a board) and is no hardware's, so these rows are in no figure, "
            "observation or comparison above.</p>" + table(emulated, "emulated.csv", fold=False))
+    found = "" if search is None else (
+        f'<h2 id="search">Search {_esc(search[0])}</h2><p class="meta">The front a search '
+        "(hydra/sweeper=dlas_optuna) found against every measured point of this report: "
+        "hypervolume of each front (same reference point) and its share of the grid's. "
+        '</p>' + (table(search[1], "search_vs_grid.csv", fold=False) if len(search[1]) else
+                  '<p class="note">No measured point of this report has every objective: '
+                  "nothing to compare with.</p>"))
     obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
     figs = []
     for fid, title, png, caption in figures:
@@ -134,6 +143,7 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
 <h2 id="observations">Observations</h2>
 <p class="meta">Each of the study's observations checked on these measurements: the verdict,
 the statistic behind it, the rule that decides, and the evidence.</p>{obs}
+{found}
 <h2 id="figures">Figures</h2>{''.join(figs)}
 <h2 id="int8">int8: accuracy cost and agreement</h2>
 <p class="meta">Per int8 point: accuracy of the float32 model, of PyTorch's Q/DQ model

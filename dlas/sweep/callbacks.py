@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.results import ResultsStore
+from dlas.sweep.objectives import row_of
 from dlas.sweep.progress import Progress, duration, sweep_jobs
 from dlas.sweep.summary import summary_table
 
@@ -108,7 +109,8 @@ class SweepSummary(Callback):
         if self.progress is None or os.getpid() != self.pid:
             return  # a single run, or a job in a launcher's worker process
         status, reused = "failed", False
-        row = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+        row = row_of(job_return.return_value) if job_return.status == JobStatus.COMPLETED \
+            else None
         if isinstance(row, dict) and row.get("status"):
             status = row["status"]
             # run_point returns the stored row of a point it skipped: started before this job
