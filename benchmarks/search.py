@@ -1,6 +1,6 @@
 """A search against the full grid of the same space: hypervolume of each front.
 
-    python benchmarks/search.py [--trials 12] [--seeds 3] [-- DEPLOY OVERRIDES]
+    python benchmarks/search.py [--trials 12] [--seeds 3] [--sampler nsgaii] [-- DEPLOY OVERRIDES]
 
 The overrides define the grid (default `experiment=study_local`, 32 points, about an hour on
 2 cores the first time). The grid runs first as a basic multirun (points already in the results
@@ -35,6 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sampler", default="nsgaii", help="nsgaii, tpe or random")
     parser.add_argument("overrides", nargs="*", default=["experiment=study_local"])
     args = parser.parse_args()
     grid = run(["deploy.py", "-m", *args.overrides])
@@ -42,7 +43,8 @@ def main():
     print(grid[grid.find("sweep summary"):].split("\n")[0], flush=True)
     lines = []
     for seed in range(args.seeds):
-        found = run(["deploy.py", "-m", "hydra/sweeper=dlas_optuna", *args.overrides,
+        found = run(["deploy.py", "-m", "hydra/sweeper=dlas_optuna",
+                     f"hydra/sweeper/sampler={args.sampler}", *args.overrides,
                      f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.sampler.seed={seed}"])
         study = re.search(r"^search: study (\S+) in (\S+):", found, re.M)
         report = run(["report.py", f"report.sweep={sweep}", f"report.search={study.group(1)}",
@@ -54,7 +56,7 @@ def main():
         lines.append(f"{seed:>4}  {study.group(1):<20} {table['points'][1]:>6} {grid_hv:>12.5g} "
                      f"{search_hv:>12.5g} {search_hv / grid_hv:>8.1%}")
     print(f"\ngrid: sweep {sweep} ({table['points'][0]} measured points); search: "
-          f"{args.trials} trials per seed\n"
+          f"{args.trials} trials per seed, sampler {args.sampler}\n"
           f"seed  study                points  grid HV      search HV    of grid\n"
           + "\n".join(lines))
 
