@@ -20,7 +20,9 @@ SAMPLERS = {
 
 cs = ConfigStore.instance()
 cs.store(group="hydra/sweeper", name="dlas_optuna", provider="dlas", node={
-    "defaults": [{"sampler": "nsgaii"}],
+    # TPE: on a 24-point grid, 12 trials reached 99/91/80 % of its hypervolume (3 seeds)
+    # against NSGA-II's 79/79/64 % and random's 64/36/92 % (README: Search)
+    "defaults": [{"sampler": "tpe"}],
     "_target_": "hydra_plugins.dlas_optuna_sweeper.dlas_optuna_sweeper.DLASOptunaSweeper",
     "_recursive_": False,   # the sampler is built per run (seeded by the trials done)
     "n_trials": 20,         # the study's budget: a resumed search runs what is left of it
