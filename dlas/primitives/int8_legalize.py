@@ -56,7 +56,7 @@ def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, 
         value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
     packed, comp = pack_weight_int8(value, input_block(value.shape[1], widest_block),
                                     LANES[path])
-    shifted = activation_dtype(path) == "uint8"  # else s8 x s8: no compensation
+    shifted = activation_dtype(path, int(value.min())) == "uint8"  # else s8: no compensation
     return bb.call_te(conv2d_int8_dot, data, relax.const(packed),
                       relax.const(comp) if shifted else None, o, attrs.strides, attrs.padding,
                       attrs.dilation, int8_block_name(primitive), patches,

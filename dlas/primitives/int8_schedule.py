@@ -46,7 +46,7 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
 
     def apply(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         path = int8_path(target)
-        if path not in INTRINSICS:
+        if path not in LANES:
             return None
         opened = open_conv(func, int8_block_name(primitive), "SSSSSRRRRR")
         if opened is None:
@@ -74,7 +74,8 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
             sch.parallel(fused)
         init = sch.decompose_reduction(conv, rb)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path])
+        activations = str(sch.get(producers[-1]).writes[0].source.dtype)  # data pack: u8, s8
+        sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path, activations])
         vectorize_epilogue(sch, epilogue, LANES[path])
         for producer in producers:  # data_pack
             _schedule_pack(sch, producer, parallel)
