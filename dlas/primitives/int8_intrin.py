@@ -41,6 +41,7 @@ without a clash.
 """
 from __future__ import annotations
 
+from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import Target
@@ -97,102 +98,71 @@ def _desc(lanes: int, activation: str, scope: str = "local"):
     return desc
 
 
-def _vnni_impl(scope: str):
-    """The VNNI implementation with its accumulator in `scope` (local: DLAS's register tiles;
-    global: the stock description MetaSchedule's VNNI rule tensorizes with)."""
+def _impl(lanes: int, activation: str, body, scope: str = "local"):
+    """The implementation of _desc(lanes, activation, scope): C = body(a, b, c) on vectors,
+    a the 4 activation bytes broadcast to 4 * lanes, b the 4 * lanes weight bytes, c the
+    `lanes` int32 accumulators."""
+    n = 4 * lanes
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
-             B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+    def impl(A: T.Buffer((4,), activation, offset_factor=1),
+             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
-                dtype="uint8x64")
-            C[T.ramp(0, 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], "int32x16"), a, B.vload([0, 0], "int8x64"), dtype="int32x16")
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(0, 1, lanes)] = body(
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"),
+                                                        dtype="int32"), lanes),
+                              dtype=f"{activation}x{n}"),
+                B.vload([0, 0], f"int8x{n}"), C.vload([0], f"int32x{lanes}"))
 
     return impl
+
+
+def _llvm(name: str, dtype: str, *args):
+    return tirx.call_llvm_pure_intrin(dtype, name, *args)
+
+
+def _vnni(a, b, c):
+    return _llvm("llvm.x86.avx512.vpdpbusd.512", "int32x16", c, a, b)
 
 
 def _madd_pair(lanes: int, maddubs: str, maddwd: str):
     """`vpmaddubsw` + `vpmaddwd` (LLVM intrinsics `maddubs`, `maddwd`) on `lanes` int32
     outputs, each byte split into 7 + 1 bits (module doc): exact for every u8 x s8 operand."""
-    n8, n16, n32 = f"x{4 * lanes}", f"x{2 * lanes}", f"x{lanes}"
+    u8, i16, i32 = f"uint8x{4 * lanes}", f"int16x{2 * lanes}", f"int32x{lanes}"
 
-    @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
-             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-             C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes),
-                dtype="uint8" + n8)
-            b = B.vload([0, 0], "int8" + n8)
-            low = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(maddubs),
-                T.bitwise_and(a, T.broadcast(T.uint8(127), 4 * lanes)), b, dtype="int16" + n16)
-            high = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(maddubs),
-                T.shift_right(a, T.broadcast(T.uint8(7), 4 * lanes)), b, dtype="int16" + n16)
-            C[T.ramp(0, 1, lanes)] = C.vload([0], "int32" + n32) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(maddwd),
-                low, T.broadcast(T.int16(1), 2 * lanes), dtype="int32" + n32) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(maddwd),
-                high, T.broadcast(T.int16(128), 2 * lanes), dtype="int32" + n32)
+    def body(a, b, c):
+        low = _llvm(maddubs, i16, tirx.bitwise_and(a, tirx.const(127, u8)), b)
+        high = _llvm(maddubs, i16, tirx.shift_right(a, tirx.const(7, u8)), b)
+        return (c + _llvm(maddwd, i32, low, tirx.const(1, i16))
+                + _llvm(maddwd, i32, high, tirx.const(128, i16)))
 
-    return impl
+    return body
 
 
-@T.prim_func(s_tir=True)
-def _avx2_sign(A: T.Buffer((4,), "int8", offset_factor=1),
-               B: T.Buffer((8, 4), "int8", offset_factor=1),
-               C: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 8),
-                          dtype="int8x32")
-        pairs = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
-            T.reinterpret(T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"), a, a, dtype="int8x32"),
-                dtype="uint8x32"),
-            T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"),
-                                    B.vload([0, 0], "int8x32"), a, dtype="int8x32"),
-            dtype="int16x16")
-        C[T.ramp(0, 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-            pairs, T.broadcast(T.int16(1), 16), dtype="int32x8")
+def _avx2_sign(a, b, c):
+    """|a| (as u8) times b * sign(a): one `vpmaddubsw` + `vpmaddwd` (module doc)."""
+    sign = "llvm.x86.avx2.psign.b"
+    pairs = _llvm("llvm.x86.avx2.pmadd.ub.sw", "int16x16",
+                  tirx.reinterpret("uint8x32", _llvm(sign, "int8x32", a, a)),
+                  _llvm(sign, "int8x32", b, a))
+    return c + _llvm("llvm.x86.avx2.pmadd.wd", "int32x8", pairs, tirx.const(1, "int16x16"))
 
 
-@T.prim_func(s_tir=True)
-def _sdot(A: T.Buffer((4,), "int8", offset_factor=1),
-          B: T.Buffer((4, 4), "int8", offset_factor=1),
-          C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
-                          dtype="int8x16")
-        C[T.ramp(0, 1, 4)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-            C.vload([0], "int32x4"), B.vload([0, 0], "int8x16"), a, dtype="int32x4")
+def _sdot(a, b, c):
+    return _llvm("llvm.aarch64.neon.sdot.v4i32.v16i8", "int32x4", c, b, a)
 
 
-for (_path, _dtype), _impl in (
-        ((VNNI, "uint8"), _vnni_impl("local")),
-        ((AVX512, "uint8"),
-         _madd_pair(16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")),
+for (_path, _dtype), _body in (
+        ((VNNI, "uint8"), _vnni),
+        ((AVX512, "uint8"), _madd_pair(16, "llvm.x86.avx512.pmaddubs.w.512",
+                                       "llvm.x86.avx512.pmaddw.d.512")),
         ((AVX2, "uint8"), _madd_pair(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
         ((AVX2, "int8"), _avx2_sign), ((SDOT, "int8"), _sdot)):
-    TensorIntrin.register(INTRINSICS[_path, _dtype], _desc(LANES[_path], _dtype), _impl,
-                          override=True)
+    TensorIntrin.register(INTRINSICS[_path, _dtype], _desc(LANES[_path], _dtype),
+                          _impl(LANES[_path], _dtype, _body), override=True)
 
 
 def fix_stock_vnni() -> None:
@@ -204,4 +174,4 @@ def fix_stock_vnni() -> None:
     from tvm.s_tir.tensor_intrin import x86  # noqa: PLC0415 - slow, only when tuning
 
     TensorIntrin.register(x86.VNNI_DOT_16x4_INTRIN, x86.dot_product_16x4_u8i8i32_desc,
-                          _vnni_impl("global"), override=True)
+                          _impl(16, "uint8", _vnni, "global"), override=True)
