@@ -14,8 +14,9 @@ the exact int32 conv2d the graph asked for, so the float requantization after it
 untouched). Padding is 128 in the shifted domain (0 in the signed one). The other option,
 quantizing post-ReLU activations as u8, would change the compression step and the stored
 models and covers only convs that follow a ReLU; the shift covers every conv for one
-subtract, so DLAS takes it. AArch64's `sdot` multiplies s8 by s8: there the activations
-are packed as they are (padding 0) and there is no compensation (`shift=False`).
+subtract, so DLAS takes it. AArch64's `sdot` multiplies s8 by s8, and avx2's sign form
+takes s8 too (int8_intrin.py): there the activations are packed as they are (padding 0)
+and there is no compensation (compensation=None).
 
 Layouts (C padded to Cp, a multiple of the input block `ib` in {4, 8, 16}; O padded to Op,
 a multiple of the instruction's output lanes L (int8_intrin.LANES: 16, 8 or 4), with zero

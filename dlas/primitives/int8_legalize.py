@@ -6,7 +6,8 @@ A layer takes it when all of these hold; otherwise the primitive computes it as 
 (int8 x int8 -> int32 with its generic schedule):
 - the current target has an integer dot-product path (int8_intrin.int8_path: vnni, avx512,
   avx2, sdot), whose instruction sets the output-channel block (16, 16, 8, 4) and whether
-  the activations are shifted to u8 (x86) or stay s8 (sdot);
+  the activations are shifted to u8 or stay s8 (sdot; avx2 when no weight is -128:
+  int8_intrin.activation_dtype);
 - int8 data, a constant int8 weight, int32 output, NCHW/OIHW, static shapes;
 - groups == 1. Depthwise and grouped convs keep today's path: their reduction per output
   is one channel's window (9 or 25 values) or a few channels, too short to fill 4-byte dot
