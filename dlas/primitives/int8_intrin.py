@@ -79,45 +79,34 @@ def int8_path(target: Target | None) -> str:
     return PLAIN
 
 
-def _desc(lanes: int, activation: str, scope: str = "local"):
-    """C[lanes] (int32) += A[4] (`activation`) . B[lanes, 4] (int8), C in `scope`."""
-
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), activation, offset_factor=1),
-             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-             C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    return desc
-
-
-def _impl(lanes: int, activation: str, body, scope: str = "local"):
-    """The implementation of _desc(lanes, activation, scope): C = body(a, b, c) on vectors,
-    a the 4 activation bytes broadcast to 4 * lanes, b the 4 * lanes weight bytes, c the
-    `lanes` int32 accumulators."""
+def _intrin(lanes: int, activation: str, body=None, scope: str = "local"):
+    """C[lanes] (int32) += A[4] (`activation`) . B[lanes, 4] (int8), C in `scope`: as loops
+    (the description, body None) or C = body(a, b, c) on vectors (an implementation), a the
+    4 activation bytes broadcast to 4 * lanes, b the 4 * lanes weight bytes, c the `lanes`
+    int32 accumulators."""
     n = 4 * lanes
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), activation, offset_factor=1),
-             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-             C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope)) -> None:
+    def intrin(A: T.Buffer((4,), activation, offset_factor=1),
+               B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+               C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope)) -> None:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            C[T.ramp(0, 1, lanes)] = body(
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"),
-                                                        dtype="int32"), lanes),
-                              dtype=f"{activation}x{n}"),
-                B.vload([0, 0], f"int8x{n}"), C.vload([0], f"int32x{lanes}"))
+            if body is None:  # (a Python constant: the parser keeps one branch)
+                for i in T.serial(0, lanes):
+                    for k in T.serial(0, 4):
+                        with T.sblock("update"):
+                            vi, vk = T.axis.remap("SR", [i, k])
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            else:
+                C[T.ramp(0, 1, lanes)] = body(
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"),
+                                                            dtype="int32"), lanes),
+                                  dtype=f"{activation}x{n}"),
+                    B.vload([0, 0], f"int8x{n}"), C.vload([0], f"int32x{lanes}"))
 
-    return impl
+    return intrin
 
 
 def _llvm(name: str, dtype: str, *args):
@@ -161,8 +150,8 @@ for (_path, _dtype), _body in (
                                        "llvm.x86.avx512.pmaddw.d.512")),
         ((AVX2, "uint8"), _madd_pair(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
         ((AVX2, "int8"), _avx2_sign), ((SDOT, "int8"), _sdot)):
-    TensorIntrin.register(INTRINSICS[_path, _dtype], _desc(LANES[_path], _dtype),
-                          _impl(LANES[_path], _dtype, _body), override=True)
+    TensorIntrin.register(INTRINSICS[_path, _dtype], _intrin(LANES[_path], _dtype),
+                          _intrin(LANES[_path], _dtype, _body), override=True)
 
 
 def fix_stock_vnni() -> None:
@@ -174,4 +163,4 @@ def fix_stock_vnni() -> None:
     from tvm.s_tir.tensor_intrin import x86  # noqa: PLC0415 - slow, only when tuning
 
     TensorIntrin.register(x86.VNNI_DOT_16x4_INTRIN, x86.dot_product_16x4_u8i8i32_desc,
-                          _impl(16, "uint8", _vnni, "global"), override=True)
+                          _intrin(16, "uint8", _vnni, "global"), override=True)
