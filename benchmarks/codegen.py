@@ -3,7 +3,7 @@ torch.compile and ONNX Runtime, on this CPU in one run.
 
     python benchmarks/codegen.py [--models resnet18,mobilenetv2] [--primitives direct,gemm,spatial_pack]
                                  [--trials 64,200,1000 | 0] [--trials-per-task N] [--database-dir DIR]
-                                 [--int8] [--threads N] [--baseline-threads 2,1]
+                                 [--int8] [--mcpu host|haswell|...] [--threads N] [--baseline-threads 2,1]
                                  [--warmup 3] [--repeat 15]
                                  [--min-repeat-ms 50] [--csv FILE]
 
@@ -102,6 +102,9 @@ def parse_args() -> argparse.Namespace:
                         help="tuning databases, kept across runs (default: outputs/benchmarks/tuning)")
     parser.add_argument("--int8", action="store_true",
                         help="also DLAS int8 compression vs ONNX Runtime int8 QDQ")
+    parser.add_argument("--mcpu", default="host",
+                        help="LLVM CPU DLAS compiles for, run on this CPU (default: host; e.g. "
+                             "haswell: AVX2 only, the avx2 int8 path)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for DLAS (TVM's pool; default: the CPUs this process may use)")
     parser.add_argument("--baseline-threads", type=trials_arg,
@@ -350,7 +353,8 @@ def main() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     logging.getLogger("dlas.codegen.autoschedule").setLevel(logging.INFO)  # tuning progress
     torch.set_num_threads(args.threads)
-    hardware = LocalCPU(num_threads=args.threads)  # its own loopback tracker + RPC server
+    hardware = LocalCPU(num_threads=args.threads,  # its own loopback tracker + RPC server
+                        target={"kind": "llvm", "mcpu": args.mcpu})
     start = time.perf_counter()
     print(f"torch {torch.__version__}, tvm {tvm.__version__}, onnxruntime "
           f"{onnxruntime.__version__}; DLAS {args.threads} threads, PyTorch/ORT "
@@ -366,7 +370,8 @@ def main() -> None:
     measure = Measurement(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
     with tempfile.TemporaryDirectory(prefix="dlas-codegen-bench-") as tmp, \
             hardware.session() as session:
-        ctx.tmp, ctx.bench = Path(tmp), Bench(session, measure, Path(tmp))
+        ctx.tmp, ctx.bench = Path(tmp), Bench(session, measure, Path(tmp),
+                                                  hardware.target)
         print(HEADER)
         print("-" * len(HEADER), flush=True)
         for model in args.models:

@@ -108,9 +108,9 @@ def torch_latency(fn, warmup: int, repeat: int, min_repeat_ms: float) -> dict:
 class Bench:
     """One RPC session; builds, exports and measures Relax modules through it."""
 
-    def __init__(self, session, measure: Measurement, workdir: Path):
+    def __init__(self, session, measure: Measurement, workdir: Path, target=None):
         self.session, self.measure, self.workdir, self.count = session, measure, workdir, 0
-        self.target = LocalCPU().target
+        self.target = target if target is not None else LocalCPU().target
 
     def run(self, mod, primitive, inputs: np.ndarray, codegen=None,
             **build_kwargs) -> tuple[dict, np.ndarray, dict, float]:

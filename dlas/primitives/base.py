@@ -50,7 +50,8 @@ class LayerCounts:
             int8: str | None = None) -> None:
         """One conv2d: `sparse` when it took the sparse format, `fallback` (a reason) when the
         primitive could not compute it and another did, `int8` the instruction path of an
-        int8 conv (int8_intrin.py: vnni, avx512, plain). A fallback is never silent."""
+        int8 conv (int8_intrin.py: vnni, avx512, avx2, sdot, plain). A fallback is never
+        silent."""
         if int8 is not None:
             self._int8(int8)
         self.stats["conv_layers"] += 1
@@ -61,7 +62,7 @@ class LayerCounts:
 
     def _int8(self, path: str) -> None:
         """The row's `int8_path` is the dot-product path when any int8 conv took one (vnni,
-        avx512), else plain; `int8_dot_layers` counts those convs (depthwise and grouped ones
+        avx512, avx2, sdot), else plain; `int8_dot_layers` counts those convs (depthwise and grouped ones
         stay plain). Float models record neither."""
         dot = self.stats.get("int8_dot_layers", 0) + int(path != "plain")
         best = self.stats.get("int8_path", "plain")

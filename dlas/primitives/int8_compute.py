@@ -1,9 +1,9 @@
 """int8 conv2d on the integer dot-product instructions (int8_intrin.py): the TE compute and
 the compile-time weight packing.
 
-The instructions multiply unsigned activations by signed weights, and DLAS's int8 models
-have signed (symmetric) activations. The +128 shift makes them unsigned without changing
-the graph or the quantization: with x_u8 = x + 128,
+The x86 instructions multiply unsigned activations by signed weights, and DLAS's int8
+models have signed (symmetric) activations. The +128 shift makes them unsigned without
+changing the graph or the quantization: with x_u8 = x + 128,
 
     sum_k x_u8[k] w[k] = sum_k x[k] w[k] + 128 sum_k w[k]
 
@@ -14,18 +14,21 @@ the exact int32 conv2d the graph asked for, so the float requantization after it
 untouched). Padding is 128 in the shifted domain (0 in the signed one). The other option,
 quantizing post-ReLU activations as u8, would change the compression step and the stored
 models and covers only convs that follow a ReLU; the shift covers every conv for one
-subtract, so DLAS takes it.
+subtract, so DLAS takes it. AArch64's `sdot` multiplies s8 by s8, and avx2's sign form
+takes s8 too (int8_intrin.py): there the activations are packed as they are (padding 0)
+and there is no compensation (compensation=None).
 
 Layouts (C padded to Cp, a multiple of the input block `ib` in {4, 8, 16}; O padded to Op,
-a multiple of 16, with zero weights):
+a multiple of the instruction's output lanes L (int8_intrin.LANES: 16, 8 or 4), with zero
+weights):
 
   data_pack[n, Cp/ib, Hp, Wp, ib]     u8   = pad(data)[n, c, h, w] + 128   (NCHW[ib]c)
-  weight    [Op/16, Cp/ib, KH, KW, ib/4, 16, 4]  s8                      (OIHW[ib/4]i16o4i)
-  conv      [n, Op/16, OH, OW, 16]    i32  = sum over (cb, ky, kx, c4, ci) data_pack * weight
-  out       [n, O, OH, OW]            i32  = conv[n, o/16, y, x, o%16] - 128 * sum(w[o])
+  weight    [Op/L, Cp/ib, KH, KW, ib/4, L, 4]  s8                        (OIHW[ib/4]i[L]o4i)
+  conv      [n, Op/L, OH, OW, L]      i32  = sum over (cb, ky, kx, c4, ci) data_pack * weight
+  out       [n, O, OH, OW]            i32  = conv[n, o/L, y, x, o%L] - 128 * sum(w[o])
 
-so the two innermost loops, 16 output channels x 4 input channels, are exactly one 16x4 dot
-product (the tensor intrinsic), the 4 activation bytes one broadcast 32-bit load, the 64
+so the two innermost loops, L output channels x 4 input channels, are exactly one Lx4 dot
+product (the tensor intrinsic), the 4 activation bytes one broadcast 32-bit load, the 4L
 weight bytes one vector. The data pack runs once per call, inside the conv's PrimFunc
 (pad, shift and re-layout in one pass over the input, like the float spatial_pack); the
 unpack is the tile's write-back, fused with the requantization epilogue.
@@ -40,7 +43,7 @@ from tvm import te, tirx
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
 from dlas.primitives.legalize_utils import conv_ints
 
-OB = 16  # output channels of one dot product
+OB = 16  # the widest output-channel block (int8_intrin.LANES)
 K4 = 4   # input channels of one dot product
 SHIFT = 128
 
@@ -54,25 +57,27 @@ def input_block(channels: int, widest: int = 16) -> int:
     return next(b for b in (16, 8, 4) if b <= widest and padded % b == 0)
 
 
-def pack_weight_int8(weight: np.ndarray, ib: int) -> tuple[np.ndarray, np.ndarray]:
-    """OIHW int8 -> (packed [Op/16, Cp/ib, KH, KW, ib/4, 16, 4], compensation [O] int32 =
-    128 * sum of each output channel's weights)."""
+def pack_weight_int8(weight: np.ndarray, ib: int, lanes: int = OB
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """OIHW int8 -> (packed [Op/lanes, Cp/ib, KH, KW, ib/4, lanes, 4], compensation [O]
+    int32 = 128 * sum of each output channel's weights, for the +128 shift)."""
     o, c, kh, kw = weight.shape
-    op, cp = -(-o // OB) * OB, -(-c // ib) * ib
+    op, cp = -(-o // lanes) * lanes, -(-c // ib) * ib
     padded = np.zeros((op, cp, kh, kw), np.int8)
     padded[:o, :c] = weight
-    packed = (padded.reshape(op // OB, OB, cp // ib, ib // K4, K4, kh, kw)
+    packed = (padded.reshape(op // lanes, lanes, cp // ib, ib // K4, K4, kh, kw)
               .transpose(0, 2, 5, 6, 3, 1, 4))
     comp = SHIFT * weight.astype(np.int64).reshape(o, -1).sum(axis=1)
     return np.ascontiguousarray(packed), comp.astype(np.int32)
 
 
-def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor, strides,
-                    padding, dilation, primitive: str,
+def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor | None,
+                    out_channels: int, strides, padding, dilation, primitive: str,
                     patches: tuple[int, int] | None = None) -> te.Tensor:
-    """NCHW int8 conv2d (groups=1) with int32 output from the packed weight and its
-    compensation (pack_weight_int8); out channels = compensation's length. The conv block
-    is marked as `primitive`'s (its schedule rule finds it by that).
+    """NCHW int8 conv2d (groups=1) with `out_channels` int32 outputs from the packed weight
+    and its compensation (pack_weight_int8): the +128 shift to u8 (x86); None: s8
+    activations as they are (sdot). The conv block is marked as `primitive`'s (its
+    schedule rule finds it by that).
 
     patches=(KH, KW): the im2col form (gemm): the weight was packed from the [O, C*KH*KW,
     1, 1] matrix, and the data pack gathers the patch matrix [n, Kp/ib, OH, OW, ib] (k =
@@ -80,9 +85,9 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor,
     the patches: one GEMM, its reduction the whole window in blocks of ib.
     """
     n_, c_, h_, w_ = (int(d) for d in data.shape)
-    ob_, cb_, kh, kw, i4, _, _ = (int(d) for d in weight.shape)
+    ob_, cb_, kh, kw, i4, lanes, _ = (int(d) for d in weight.shape)
     ib = i4 * K4
-    o_ = int(compensation.shape[0])
+    o_, shift = int(out_channels), compensation is not None
     sh, sw = _ints(strides, 2, "strides")
     dh, dw = _ints(dilation, 2, "dilation")
     pt, pl, pb, pr = _ints(padding, 4, "padding")
@@ -91,7 +96,10 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor,
     ow = (w_ + pl + pr - (wkw - 1) * dw - 1) // sw + 1
 
     def shifted(n, c, y, x, inside):
-        value = (data[n, tirx.min(c, c_ - 1), y, x].astype("int32") + SHIFT).astype("uint8")
+        value = data[n, tirx.min(c, c_ - 1), y, x]
+        if not shift:
+            return tirx.if_then_else(inside, value, tirx.const(0, "int8"))
+        value = (value.astype("int32") + SHIFT).astype("uint8")
         return tirx.if_then_else(inside, value, tirx.const(SHIFT, "uint8"))
 
     def pack(n, cb, h, w, ci):
@@ -104,10 +112,11 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor,
         y, x = y0 * sh + ky * dh - pt, x0 * sw + kx * dw - pl
         return shifted(n, c, y, x, tirx.all(k < c_ * wkh * wkw, y >= 0, y < h_, x >= 0, x < w_))
 
+    name = "data_pack_u8" if shift else "data_pack_s8"
     if patches is None:
-        packed = te.compute((n_, cb_, h_ + pt + pb, w_ + pl + pr, ib), pack, name="data_pack_u8")
+        packed = te.compute((n_, cb_, h_ + pt + pb, w_ + pl + pr, ib), pack, name=name)
     else:  # the window is in the patches: the conv over them is 1x1, stride 1
-        packed = te.compute((n_, cb_, oh, ow, ib), gather, name="data_pack_u8")
+        packed = te.compute((n_, cb_, oh, ow, ib), gather, name=name)
         sh = sw = dh = dw = 1
     rb = te.reduce_axis((0, cb_), name="rb")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -115,12 +124,15 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor,
     r4 = te.reduce_axis((0, i4), name="r4")
     ri = te.reduce_axis((0, K4), name="ri")
     conv = te.compute(
-        (n_, ob_, oh, ow, OB),
+        (n_, ob_, oh, ow, lanes),
         lambda n, o, y, x, oi: te.sum(
             packed[n, rb, y * sh + ry * dh, x * sw + rx * dw, r4 * K4 + ri].astype("int32")
             * weight[o, rb, ry, rx, r4, oi, ri].astype("int32"), axis=[rb, ry, rx, r4, ri]),
         name="conv2d_int8_dot",
-        attrs={PRIMITIVE_KEY: primitive, LAYOUT_KEY: f"NCHW{ib}c-OIHW{i4}i16o4i"})
-    return te.compute((n_, o_, oh, ow),
-                      lambda n, o, y, x: conv[n, o // OB, y, x, o % OB] - compensation[o],
-                      name="unpack_compensate")
+        attrs={PRIMITIVE_KEY: primitive, LAYOUT_KEY: f"NCHW{ib}c-OIHW{i4}i{lanes}o4i"})
+
+    def unpack(n, o, y, x):
+        value = conv[n, o // lanes, y, x, o % lanes]
+        return value - compensation[o] if shift else value
+
+    return te.compute((n_, o_, oh, ow), unpack, name="unpack_compensate" if shift else "unpack")

@@ -4,13 +4,16 @@ by the primitives that have it: direct (NCHW4c input, direct's tile), spatial_pa
 
 A layer takes it when all of these hold; otherwise the primitive computes it as before
 (int8 x int8 -> int32 with its generic schedule):
-- the current target has an integer dot-product path (int8_intrin.int8_path: vnni, avx512);
+- the current target has an integer dot-product path (int8_intrin.int8_path: vnni, avx512,
+  avx2, sdot), whose instruction sets the output-channel block (16, 16, 8, 4) and whether
+  the activations are shifted to u8 or stay s8 (sdot; avx2 when no weight is -128:
+  int8_intrin.activation_dtype);
 - int8 data, a constant int8 weight, int32 output, NCHW/OIHW, static shapes;
 - groups == 1. Depthwise and grouped convs keep today's path: their reduction per output
   is one channel's window (9 or 25 values) or a few channels, too short to fill 4-byte dot
   products without padding each group's channels to 4 (4x the work for depthwise).
 Channels that are not a multiple of 4 (the 3-channel stem) are padded with zero weights,
-output channels to a multiple of 16 (only the first O are written).
+output channels to a multiple of the block (only the first O are written).
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ from tvm import relax
 from tvm.target import Target
 
 from dlas.primitives.int8_compute import conv2d_int8_dot, input_block, pack_weight_int8
-from dlas.primitives.int8_intrin import PLAIN, int8_path
+from dlas.primitives.int8_intrin import LANES, PLAIN, activation_dtype, int8_path
 from dlas.primitives.int8_schedule import int8_block_name
 from dlas.primitives.legalize_utils import constant_array, is_nchw, static_shape
 
 
 def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
-    """The dot-product path this conv2d call takes on the current target: vnni or avx512,
-    or plain when it stays on the primitive's generic int8 (or float) compute."""
+    """The dot-product path this conv2d call takes on the current target (vnni, avx512,
+    avx2, sdot), or plain when it stays on the primitive's generic int8 (or float) compute."""
     attrs = call.attrs
     data, weight = call.args
     if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
@@ -39,12 +42,12 @@ def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
     return int8_path(Target.current(allow_none=True))
 
 
-def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str,
+def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, path: str,
                       widest_block: int, im2col: bool = False) -> relax.Expr:
-    """The dot-product conv of a call int8_dot_path accepted, input channels blocked by the
-    widest of 16/8/4 up to `widest_block` that divides them (padded to 4); the conv block is
-    marked as `primitive`'s, for its schedule rule. im2col: as a GEMM over the patch matrix
-    (its rows, C*KH*KW, blocked instead of the channels)."""
+    """The dot-product conv on `path` of a call int8_dot_path accepted, input channels
+    blocked by the widest of 16/8/4 up to `widest_block` that divides them (padded to 4);
+    the conv block is marked as `primitive`'s, for its schedule rule. im2col: as a GEMM over
+    the patch matrix (its rows, C*KH*KW, blocked instead of the channels)."""
     attrs = call.attrs
     data, weight = call.args
     value = constant_array(bb, weight)
@@ -52,7 +55,10 @@ def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str,
     patches = None
     if im2col:
         value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
-    packed, comp = pack_weight_int8(value, input_block(value.shape[1], widest_block))
-    return bb.call_te(conv2d_int8_dot, data, relax.const(packed), relax.const(comp),
-                      attrs.strides, attrs.padding, attrs.dilation, int8_block_name(primitive),
-                      patches, primfunc_name_hint=f"conv2d_{primitive}_int8")
+    packed, comp = pack_weight_int8(value, input_block(value.shape[1], widest_block),
+                                    LANES[path])
+    shifted = activation_dtype(path, int(value.min())) == "uint8"  # else s8: no compensation
+    return bb.call_te(conv2d_int8_dot, data, relax.const(packed),
+                      relax.const(comp) if shifted else None, o, attrs.strides, attrs.padding,
+                      attrs.dilation, int8_block_name(primitive), patches,
+                      primfunc_name_hint=f"conv2d_{primitive}_int8")

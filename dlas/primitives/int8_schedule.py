@@ -1,16 +1,18 @@
 """Default CPU schedule for a fused PrimFunc holding one `conv2d_int8_dot` block
-(int8_compute.py): the 16x4 dot product tensorized with the target's instruction.
+(int8_compute.py): the Lx4 dot product tensorized with the target's instruction.
 
-After FuseOps/FuseTIR such a function is: data_pack_u8 (pad + shift + NCHW[ib]c) -> conv
-(packed int32 output [n, Op/16, OH, OW, 16]) -> unpack_compensate -> [requantization
+After FuseOps/FuseTIR such a function is: data_pack_u8/_s8 (pad [+ shift] + NCHW[ib]c) ->
+conv (packed int32 output [n, Op/L, OH, OW, L], L the instruction's lanes) ->
+unpack[_compensate] -> [requantization
 epilogue: float rescale, bias, residual add, relu, quantize of the next layer...]. The
 schedule:
 
 - data pack: runs once, parallel over (n, channel block, row), vectorised along rows;
-- conv: a register tile of [rows, columns, channel blocks of 16] int32 accumulators over
-  the whole reduction (channel block, ky, kx, groups of 4 channels); the innermost 16x4
-  is replaced by one instruction (`vpdpbusd`, or the AVX512BW pair), the tile loops
-  around it unrolled; parallel over the fused (n, channel blocks, row and column blocks);
+- conv: a register tile of [rows, columns, channel blocks of L] int32 accumulators (one
+  vector register each) over the whole reduction (channel block, ky, kx, groups of 4
+  channels); the innermost Lx4 is replaced by the target's instruction (`vpdpbusd`, the
+  AVX512BW or AVX2 multiply-add pair, `sdot`), the tile loops around it unrolled;
+  parallel over the fused (n, channel blocks, row and column blocks);
 - unpack, compensation and epilogue inlined into the last block and computed at the tile,
   from the accumulators.
 
@@ -25,7 +27,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.int8_intrin import INTRINSICS, int8_path
+from dlas.primitives.int8_intrin import INTRINSICS, LANES, int8_path
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, largest_divisor,
                                             open_conv, register_tile, sampled_split,
                                             vectorize_epilogue)
@@ -44,7 +46,7 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
 
     def apply(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         path = int8_path(target)
-        if path not in INTRINSICS:
+        if path not in LANES:
             return None
         opened = open_conv(func, int8_block_name(primitive), "SSSSSRRRRR")
         if opened is None:
@@ -72,9 +74,10 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
             sch.parallel(fused)
         init = sch.decompose_reduction(conv, rb)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path])
-        vectorize_epilogue(sch, epilogue, 16)
-        for producer in producers:  # data_pack_u8
+        activations = str(sch.get(producers[-1]).writes[0].source.dtype)  # data pack: u8, s8
+        sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path, activations])
+        vectorize_epilogue(sch, epilogue, LANES[path])
+        for producer in producers:  # data_pack
             _schedule_pack(sch, producer, parallel)
         return sch
 

@@ -50,7 +50,7 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
     int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
     if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
         record(int8=int8)
-        return legalize_int8_dot(bb, call, primitive, **int8_args)
+        return legalize_int8_dot(bb, call, primitive, int8, **int8_args)
     record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
     if not is_nchw(call.attrs):
         record(fallback=layout_fallback(call.attrs))

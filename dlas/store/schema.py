@@ -67,7 +67,7 @@ METRICS: dict[str, Metric] = {
     "sparse_layers": _m("compile", "number", "", "conv2d layers that took the sparse format"),
     "fallback_layers": _m("compile", "number", "", "conv2d layers another primitive computed"),
     "fallbacks": _m("compile", "table", "", "fallback reason -> layers"),
-    "int8_path": _m("compile", "text", "", "instruction path of the int8 convs (vnni, avx512, plain)"),
+    "int8_path": _m("compile", "text", "", "instruction path of the int8 convs (vnni, avx512, avx2, sdot, plain)"),
     "int8_dot_layers": _m("compile", "number", "", "int8 convs on dot-product instructions"),
     "scheduled_funcs": _m("compile", "number", "", "functions a schedule rule scheduled"),
     "unscheduled_funcs": _m("compile", "number", "", "functions left unscheduled"),

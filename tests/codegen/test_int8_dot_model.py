@@ -47,13 +47,18 @@ def quantized():
     return import_model(q, x), x.numpy(), q(x).detach().numpy()
 
 
-@pytest.mark.skipif(not target_has_features("avx512vnni", HOST), reason="no AVX512-VNNI here")
-@pytest.mark.parametrize("primitive", [Direct, SpatialPack, Gemm])
-def test_int8_model_on_vnni_matches_pytorch(quantized, primitive):
+# (the host runs vnni code only on a VNNI host: see the skip)
+@pytest.mark.parametrize("primitive, path, target", [
+    (Direct, "vnni", HOST), (SpatialPack, "vnni", HOST), (Gemm, "vnni", HOST),
+    (SpatialPack, "avx2", make_target({"kind": "llvm", "mcpu": "haswell"}))])
+def test_int8_model_on_dot_products_matches_pytorch(quantized, primitive, path, target):
+    feature = {"vnni": "avx512vnni", "avx2": "avx2"}[path]
+    if not target_has_features(feature, HOST):
+        pytest.skip(f"this CPU has no {feature}")
     mod, x, ref = quantized
     codegen = Untuned()
-    ex, stats = codegen.build(mod, primitive(), HOST)  # (a VNNI host: see the skip)
-    assert stats["int8_path"] == "vnni"
+    ex, stats = codegen.build(mod, primitive(), target)
+    assert stats["int8_path"] == path
     assert stats["int8_dot_layers"] == 4 and stats["conv_layers"] == 5
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     assert np.abs(ref).max() > 1e-2  # the comparison is not between zeros
@@ -63,7 +68,7 @@ def test_int8_model_on_vnni_matches_pytorch(quantized, primitive):
 def test_plain_target_records_plain_and_float_models_record_nothing(quantized):
     mod, _, _ = quantized
     codegen = Untuned()
-    _, stats = codegen.build(mod, Direct(), make_target({"kind": "llvm", "mcpu": "haswell"}))
+    _, stats = codegen.build(mod, Direct(), make_target({"kind": "llvm", "mcpu": "sandybridge"}))
     assert stats["int8_path"] == "plain" and stats["int8_dot_layers"] == 0
     float_mod = import_model(Tiny().eval(), torch.randn(1, 3, 16, 16))
     _, stats = codegen.build(float_mod, Direct(), make_target({"kind": "llvm", "mcpu": "znver5"}))

@@ -21,12 +21,14 @@ from dlas.primitives.int8_intrin import int8_path
 from dlas.primitives.workloads import Conv2dWorkload, distinct_workloads
 
 AVX512_TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})  # AVX512BW, no VNNI
-PLAIN_TARGET = make_target({"kind": "llvm", "mcpu": "haswell"})  # AVX2 only
+AVX2_TARGET = make_target({"kind": "llvm", "mcpu": "haswell"})  # AVX2, no AVX-512
+PLAIN_TARGET = make_target({"kind": "llvm", "mcpu": "sandybridge"})  # AVX, no AVX2
 HOST = make_target({"kind": "llvm", "mcpu": "host"})
 
 # the host runs what was compiled for a target only if it has the instructions
 HOST_RUNS = {"vnni": target_has_features("avx512vnni", HOST),
-             "avx512": target_has_features("avx512bw", HOST)}
+             "avx512": target_has_features("avx512bw", HOST),
+             "avx2": target_has_features("avx2", HOST)}
 
 
 def numpy_conv_int(x: np.ndarray, w: np.ndarray, wl: Conv2dWorkload) -> np.ndarray:
@@ -96,14 +98,21 @@ def operands(wl: Conv2dWorkload, rng) -> tuple[np.ndarray, np.ndarray]:
     return x, w
 
 
-# run on this CPU: the host itself for vnni (a newer mcpu could use instructions it lacks)
-@pytest.mark.parametrize("path, target", [("vnni", HOST), ("avx512", AVX512_TARGET)])
-@pytest.mark.parametrize("primitive", [Direct, SpatialPack, Gemm])
+# run on this CPU: the host itself for vnni (a newer mcpu could use instructions it lacks);
+# avx2 with direct only (the dot-product compute and schedule are the primitives' shared
+# code; test_int8_dot_model runs spatial_pack's avx2 tiles): a build is ~9 s here
+@pytest.mark.parametrize("primitive, path, target", [
+    *((p, path, t) for path, t in (("vnni", HOST), ("avx512", AVX512_TARGET))
+      for p in (Direct, SpatialPack, Gemm)),
+    (Direct, "avx2", AVX2_TARGET)])
 def test_model_conv_shapes_exact(primitive, path, target):
     if not HOST_RUNS[path]:
         pytest.skip(f"this CPU cannot run {path} code")
     rng = np.random.default_rng(0)
     cases = [operands(wl, rng) for wl in SHAPES]
+    if path == "avx2":  # weights in [-127, 127] (DLAS's int8 range) take its sign form
+        for _, w in cases[1::2]:
+            np.clip(w, -127, 127, out=w)
     codegen = Untuned()
     ex, stats = codegen.build(many_convs(SHAPES, [w for _, w in cases]), primitive(), target)
     dense = sum(wl.groups == 1 for wl in SHAPES)
@@ -131,10 +140,16 @@ def test_vnni_target_compiles_to_vpdpbusd(primitive, mcpu):
                                               primitive))
 
 
-def test_avx512bw_target_uses_the_multiply_add_pair_without_vnni():
-    asm = asm_of(AVX512_TARGET, SpatialPack)
+@pytest.mark.parametrize("target, register", [(AVX512_TARGET, "zmm"), (AVX2_TARGET, "ymm")])
+def test_targets_without_vnni_use_the_multiply_add_pair(target, register):
+    """AVX512BW: the 512-bit pair on zmm registers; AVX2: the 256-bit pair on ymm, no zmm
+    (asm_of's all-ones weight: avx2's sign form, vpsignb before the pair)."""
+    asm = asm_of(target, SpatialPack)
+    assert (register == "ymm") == bool(re.search(r"\bvpsignb\b", asm))
     assert "vpdpbusd" not in asm
-    assert re.search(r"\bvpmaddubsw\b", asm) and re.search(r"\bvpmaddwd\b", asm)
+    for op in ("vpmaddubsw", "vpmaddwd"):
+        assert re.search(rf"\b{op}\s+[^\n]*%{register}", asm), op
+    assert (register == "zmm") == ("zmm" in asm)
 
 
 def test_plain_target_keeps_the_generic_int8_path():
@@ -144,21 +159,27 @@ def test_plain_target_keeps_the_generic_int8_path():
 
 @pytest.mark.parametrize("spec, path", [
     ({"kind": "llvm", "mcpu": "icelake-server"}, "vnni"), ({"kind": "llvm", "mcpu": "znver5"}, "vnni"),
-    ({"kind": "llvm", "mcpu": "skylake-avx512"}, "avx512"), ({"kind": "llvm", "mcpu": "haswell"}, "plain"),
-    ({"kind": "llvm"}, "plain"),
-    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}, "plain")])
+    ({"kind": "llvm", "mcpu": "skylake-avx512"}, "avx512"), ({"kind": "llvm", "mcpu": "haswell"}, "avx2"),
+    ({"kind": "llvm", "mcpu": "sandybridge"}, "plain"), ({"kind": "llvm"}, "plain"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}, "sdot"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55"}, "sdot"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a73", "mattr": ["+neon"]}, "plain"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "carmel", "mattr": ["+neon"]}, "plain")])
 def test_path_follows_target_features(spec, path):
     assert int8_path(make_target(spec)) == path
 
 
-def test_weight_packing_and_compensation():
-    """OIHW -> [Op/16, Cp/ib, KH, KW, ib/4, 16, 4], zero-padded channels, and 128 * the sum
-    of each output channel's weights (the +128 shift's correction)."""
+@pytest.mark.parametrize("lanes", [16, 8, 4])
+def test_weight_packing_and_compensation(lanes):
+    """OIHW -> [Op/L, Cp/ib, KH, KW, ib/4, L, 4] for L output lanes, zero-padded channels,
+    and 128 * the sum of each output channel's weights (the +128 shift's correction)."""
     rng = np.random.default_rng(3)
-    w = rng.integers(-128, 128, (20, 6, 3, 3), dtype=np.int8)
-    packed, comp = pack_weight_int8(w, 8)
-    assert packed.shape == (2, 1, 3, 3, 2, 16, 4) and packed.dtype == np.int8
-    o, c, ky, kx = 17, 5, 2, 1
-    assert packed[o // 16, c // 8, ky, kx, c % 8 // 4, o % 16, c % 4] == w[o, c, ky, kx]
-    assert not packed[1, 0, :, :, :, 4:].any() and not packed[:, :, :, :, 1, :, 2:].any()
+    w = rng.integers(-128, 128, (22, 6, 3, 3), dtype=np.int8)
+    packed, comp = pack_weight_int8(w, 8, lanes)
+    ob = -(-22 // lanes)
+    assert packed.shape == (ob, 1, 3, 3, 2, lanes, 4) and packed.dtype == np.int8
+    for o, c, ky, kx in ((17, 5, 2, 1), (21, 0, 0, 2)):
+        assert packed[o // lanes, c // 8, ky, kx, c % 8 // 4, o % lanes, c % 4] == w[o, c, ky, kx]
+    assert not packed[-1, 0, :, :, :, 22 - (ob - 1) * lanes:].any()  # padded out channels
+    assert not packed[:, :, :, :, 1, :, 2:].any()  # padded in channels
     assert np.array_equal(comp, 128 * w.astype(np.int64).sum(axis=(1, 2, 3)))
