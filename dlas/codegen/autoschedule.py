@@ -151,7 +151,7 @@ class AutoSchedule(Untuned):
                  "data_dependent_funcs": len(kept),
                  "prescheduled_funcs": len(prescheduled),
                  "schedule_note": schedule_note(kept, prescheduled, tuning)}
-        return Build(executable, stats)
+        return Build(executable, stats, record.profile(counts))
 
     def task_budget(self, n_tasks: int) -> int:
         """Trials one task gets: an even share of the total, at most trials_per_task."""

@@ -61,7 +61,7 @@ class Untuned:
         record, counts = RecordScheduleStats(), LayerCounts()
         executable = tvm.compile(mod, target=target,
                                  relax_pipeline=self.pipeline(primitive, target, record, counts))
-        return Build(executable, {**record.stats, **counts.stats})
+        return Build(executable, {**record.stats, **counts.stats}, record.profile(counts))
 
     def __repr__(self) -> str:
         return f"Untuned(name={self.name!r})"

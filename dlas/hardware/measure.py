@@ -36,13 +36,15 @@ class MeasureResult:
 class Measurement:
     """warmup: untimed calls first; repeat: timed repeats; number: runs per repeat (TVM raises it
     until a repeat lasts min_repeat_ms); timeout_s: limit per remote call; retries: fresh-session
-    retries after a dropped connection or timeout; noisy_cv: CV above which a result is flagged."""
+    retries after a dropped connection or timeout; noisy_cv: CV above which a result is flagged;
+    profile: also time each PrimFunc alone (profile.py), profile_repeat repeats each."""
 
     def __init__(self, warmup: int = 3, repeat: int = 15, number: int = 1,
                  min_repeat_ms: float = 50, timeout_s: float = 120, retries: int = 1,
-                 noisy_cv: float = 0.1):
+                 noisy_cv: float = 0.1, profile: bool = False, profile_repeat: int = 5):
         for what, value, low in (("warmup", warmup, 0), ("repeat", repeat, 1),
-                                 ("number", number, 1), ("retries", retries, 0)):
+                                 ("number", number, 1), ("retries", retries, 0),
+                                 ("profile_repeat", profile_repeat, 1)):
             integer(f"measure.{what}", value, low, layer="hardware")
         as_number("measure.min_repeat_ms", min_repeat_ms, 0, layer="hardware")
         as_number("measure.timeout_s", timeout_s, 0, low_open=True, valid="> 0 seconds",
@@ -50,6 +52,9 @@ class Measurement:
         self.warmup, self.repeat, self.number = int(warmup), int(repeat), int(number)
         self.min_repeat_ms, self.timeout_s = float(min_repeat_ms), float(timeout_s)
         self.retries, self.noisy_cv = int(retries), float(noisy_cv)
+        if not isinstance(profile, bool):
+            raise DLASError("measure.profile", profile, "true or false", layer="hardware")
+        self.profile, self.profile_repeat = profile, int(profile_repeat)
 
     def run(self, session, lib_path, inputs: np.ndarray, *, device: str = "cpu") -> MeasureResult:
         devices = tuple(dict.fromkeys(RUNTIME_DEVICE.values()))
@@ -89,7 +94,8 @@ class Measurement:
     def _call(self, fn, what: str, timeout_s: float | None = None):
         return call_with_timeout(fn, timeout_s or self.timeout_s, what)
 
-    def _run_once(self, sess, lib_path: Path, inputs: np.ndarray, device: str) -> MeasureResult:
+    def load(self, sess, lib_path: Path, device: str):
+        """(the library loaded on the target, its device, upload seconds)."""
         # Our own loopback server sees this file system: it loads the library in place (the
         # server resolves an absolute path as itself) instead of receiving a copy (1 s for 45 MB).
         same_host = getattr(sess, "local", None) is not None
@@ -104,13 +110,20 @@ class Measurement:
             rlib = sess.load_module(remote_name)
             if not same_host:  # loaded (dlopen'ed): the copy is no longer needed there
                 sess.remove(remote_name)
-            dev = sess.device(device, 0)
-            vm = relax.VirtualMachine(rlib, dev)
-            return dev, vm, vm["main"]
+            return rlib, sess.device(device, 0)
 
+        return (*self._call(load, f"load {lib_path.name} on the {device}"), upload_s)
+
+    def _run_once(self, sess, lib_path: Path, inputs: np.ndarray, device: str) -> MeasureResult:
         t0 = time.perf_counter()
-        dev, vm, main = self._call(load, f"load {lib_path.name} on the {device}")
-        load_s = time.perf_counter() - t0
+        rlib, dev, upload_s = self.load(sess, lib_path, device)
+
+        def start_vm():
+            vm = relax.VirtualMachine(rlib, dev)
+            return vm, vm["main"]
+
+        vm, main = self._call(start_vm, f"start the VM of {lib_path.name} on the {device}")
+        load_s = time.perf_counter() - t0 - upload_s
 
         # one remote input buffer, refilled per sample: one round trip less than a new tensor
         x = self._call(lambda: tvm.runtime.empty((1, *inputs.shape[1:]),

@@ -33,26 +33,32 @@ tvm_ffi.register_error("DLASError", DLASError)
 LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]
 
 
-# LayerCounts.add: how one conv2d was legalized (sparse=, fallback=, int8=)
+# LayerCounts.add: how one conv2d was legalized (sparse=, fallback=, int8=, layer=)
 Record = Callable[..., None]
 
 
 class LayerCounts:
     """How one build's conv2d layers were legalized, for the results row: conv_layers,
-    sparse_layers, fallback_layers and their reasons, int8_path / int8_dot_layers. A build
+    sparse_layers, fallback_layers and their reasons, int8_path / int8_dot_layers; and
+    `layers`, one description per conv2d in graph order (triage.describe: shapes, MACs,
+    weight sparsity, plus the format it took and why) for the per-layer profile. A build
     makes one and hands its `add` to the primitive's hooks (the primitive keeps no state)."""
 
     def __init__(self):
         self.stats: dict = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
                             "fallbacks": {}}
+        self.layers: list[dict] = []
 
     def add(self, *, sparse: bool = False, fallback: str | None = None,
-            int8: str | None = None) -> None:
+            int8: str | None = None, layer: dict | None = None) -> None:
         """One conv2d: `sparse` when it took the sparse format, `fallback` (a reason) when the
         primitive could not compute it and another did, `int8` the instruction path of an
-        int8 conv (int8_intrin.py: vnni, avx512, plain). A fallback is never silent."""
+        int8 conv (int8_intrin.py: vnni, avx512, plain), `layer` its description. A
+        fallback is never silent."""
         if int8 is not None:
             self._int8(int8)
+        if layer is not None:
+            self.layers.append({**layer, "sparse": bool(sparse), "fallback": fallback})
         self.stats["conv_layers"] += 1
         self.stats["sparse_layers"] += int(sparse)
         if fallback is not None:
