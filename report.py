@@ -7,15 +7,20 @@ from dlas.cli import entry
 def run(cfg, sweep=None):
     from omegaconf import OmegaConf
 
-    from dlas.report import write_report, load
+    from dlas.report import load, profiles, write_report
     from dlas.report.wandb_summary import log_summary
 
     where = cfg.report.where
     where = OmegaConf.to_container(where) if OmegaConf.is_config(where) else where
     df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep)
-    report = write_report(df, info, cfg.report.out)
+    layer_profiles = profiles.load(cfg.paths.results, df)
+    report = write_report(df, info, cfg.report.out, layer_profiles)
     counts = ", ".join(f"{n} {s}" for s, n in info["status"].items())
     print(f"report: {report.html} ({info['points']} points: {counts})", flush=True)
+    if layer_profiles:
+        print(f"per-layer profile of {len(layer_profiles)} points (ms per kernel, timed alone; "
+              "profile.csv has every call):", flush=True)
+        print(profiles.text(report.tables["profile_side_by_side.csv"]), flush=True)
     for obs in report.observations:
         print(f"  [{obs.verdict}] {obs.claim}: {obs.statistic}", flush=True)
     if cfg.report.wandb:

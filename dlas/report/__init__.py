@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlas.report import figures, html, observations, stats
+from dlas.report import figures, html, observations, profiles, stats
 from dlas.report.table import load
 from dlas.store.results import LAYERS
 
@@ -43,7 +43,9 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]]
 
 
-def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
+def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
+                 layer_profiles: dict[str, list[dict]] | None = None) -> Report:
+    """layer_profiles: the per-layer profiles of selected points, by key (profiles.load)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES]:
@@ -91,6 +93,13 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
         "emulated.csv": (emulated, "points measured on an emulated board (accuracy only; "
                                    "latency is the emulator's)"),
     }
+    prof_long = profiles.long_table(df, layer_profiles or {})
+    prof = profiles.side_by_side(prof_long, df)
+    if not prof.empty:
+        tables["profile.csv"] = (prof_long, "per-layer profile: each kernel call of the "
+                                            "profiled points timed alone on the target")
+        tables["profile_side_by_side.csv"] = (prof, "per-layer profile, conv layers as rows, "
+                                                    "the profiled points side by side")
     for name, (table, _) in tables.items():
         table.to_csv(out / name, index=False)
 
@@ -137,6 +146,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path) -> Report:
 
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
                       figures=fig_entries, not_ok=not_ok, int8=int8, emulated=emulated,
+                      profile=prof,
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})
