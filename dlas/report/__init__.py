@@ -93,8 +93,9 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
         "emulated.csv": (emulated, "points measured on an emulated board (accuracy only; "
                                    "latency is the emulator's)"),
     }
-    prof_long = profiles.long_table(df, layer_profiles or {})
-    prof = profiles.side_by_side(prof_long, df)
+    labelled, model_ms = profiles.by_label(df, layer_profiles or {})
+    prof_long = profiles.long_table(labelled)
+    prof = profiles.side_by_side(prof_long, model_ms)
     if not prof.empty:
         tables["profile.csv"] = (prof_long, "per-layer profile: each kernel call of the "
                                             "profiled points timed alone on the target")

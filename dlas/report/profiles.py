@@ -40,15 +40,23 @@ def layer_name(row: dict) -> str:
     return f"conv{layer['index']:02d} {o}x{c}x{kh}x{kw}/{stride}{groups}"
 
 
-def long_table(df: pd.DataFrame, profiles: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per (point, call): layer, kernel, format, sparsity, MACs, time, share."""
+def by_label(df: pd.DataFrame, profiles: dict[str, list[dict]]
+             ) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """The profiles of `df`'s points and their model latencies, by point label."""
     names = labels(df, list(profiles))
+    latency = df.set_index("key")["latency_ms"]
+    return ({names[k]: rows for k, rows in profiles.items()},
+            {names[k]: float(latency[k]) for k in profiles})
+
+
+def long_table(profiles: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per (point, call): layer, kernel, format, sparsity, MACs, time, share."""
     records = []
-    for key, rows in profiles.items():
+    for point, rows in profiles.items():
         for r in rows:
             layer = r.get("layer") or {}
             records.append({
-                "point": names[key], "key": key, "call": r["call"], "layer": layer_name(r),
+                "point": point, "call": r["call"], "layer": layer_name(r),
                 "function": r["function"], "kernel": r.get("primitive", ""),
                 "format": r.get("format", ""), "sparsity": layer.get("sparsity"),
                 "macs": layer.get("macs"), "ms": r.get("latency_ms_median"),
@@ -57,9 +65,9 @@ def long_table(df: pd.DataFrame, profiles: dict[str, list[dict]]) -> pd.DataFram
     return pd.DataFrame.from_records(records)
 
 
-def side_by_side(long: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+def side_by_side(long: pd.DataFrame, model_ms: dict[str, float]) -> pd.DataFrame:
     """Conv layers as rows (the others summed in one row), per point its format and time in
-    ms; then the sum of the kernels and the whole model's measured latency."""
+    ms; then the sum of the kernels and the whole model's measured latency (`model_ms`)."""
     if long.empty:
         return long
     conv = long["layer"].str.startswith("conv")
@@ -68,10 +76,8 @@ def side_by_side(long: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                                   aggfunc="first")
     other = long[~conv].groupby("point")["ms"].sum().rename(OTHER)
     total = long.groupby("point")["ms"].sum().rename(TOTAL)
-    model = (df.set_index("key")["latency_ms"].rename(index=dict(zip(long["key"], long["point"])))
-             .rename("model latency (measured)"))
-    table = pd.concat([rows, other.to_frame().T, total.to_frame().T,
-                       model[model.index.isin(rows.columns)].to_frame().T])
+    model = pd.Series(model_ms, name="model latency (measured)")
+    table = pd.concat([rows, other.to_frame().T, total.to_frame().T, model.to_frame().T])
     out = pd.DataFrame(index=table.index)
     for point in rows.columns:
         out[f"{point} format"] = fmts[point].reindex(table.index).fillna("")
