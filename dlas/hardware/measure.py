@@ -91,7 +91,8 @@ class Measurement:
                                            f"session: {gone.reason or first_line(gone)}") from gone
         raise AssertionError("unreachable")
 
-    def _call(self, fn, what: str, timeout_s: float | None = None):
+    def call(self, fn, what: str, timeout_s: float | None = None):
+        """fn() on the target with a deadline (timeout_s, default measure.timeout_s)."""
         return call_with_timeout(fn, timeout_s or self.timeout_s, what)
 
     def load(self, sess, lib_path: Path, device: str):
@@ -103,7 +104,7 @@ class Measurement:
                        else f"dlas-{uuid.uuid4().hex[:8]}-{lib_path.name}")
         t0 = time.perf_counter()
         if not same_host:
-            self._call(lambda: sess.upload(str(lib_path), remote_name), f"upload {lib_path.name}")
+            self.call(lambda: sess.upload(str(lib_path), remote_name), f"upload {lib_path.name}")
         upload_s = time.perf_counter() - t0
 
         def load():
@@ -112,7 +113,7 @@ class Measurement:
                 sess.remove(remote_name)
             return rlib, sess.device(device, 0)
 
-        return (*self._call(load, f"load {lib_path.name} on the {device}"), upload_s)
+        return (*self.call(load, f"load {lib_path.name} on the {device}"), upload_s)
 
     def _run_once(self, sess, lib_path: Path, inputs: np.ndarray, device: str) -> MeasureResult:
         t0 = time.perf_counter()
@@ -122,11 +123,11 @@ class Measurement:
             vm = relax.VirtualMachine(rlib, dev)
             return vm, vm["main"]
 
-        vm, main = self._call(start_vm, f"start the VM of {lib_path.name} on the {device}")
+        vm, main = self.call(start_vm, f"start the VM of {lib_path.name} on the {device}")
         load_s = time.perf_counter() - t0 - upload_s
 
         # one remote input buffer, refilled per sample: one round trip less than a new tensor
-        x = self._call(lambda: tvm.runtime.empty((1, *inputs.shape[1:]),
+        x = self.call(lambda: tvm.runtime.empty((1, *inputs.shape[1:]),
                                                  str(inputs.dtype), dev), "input allocation")
 
         def infer(sample):
@@ -141,14 +142,14 @@ class Measurement:
         logits = []
         t0 = time.perf_counter()
         for i in range(len(inputs)):
-            logits.append(self._call(lambda: infer(inputs[i:i + 1]), f"inference on sample {i}"))
+            logits.append(self.call(lambda: infer(inputs[i:i + 1]), f"inference on sample {i}"))
         call_s = (time.perf_counter() - t0) / len(inputs)
         logits = np.concatenate(logits).reshape(len(inputs), -1)
 
-        self._call(lambda: x.copyfrom(inputs[:1]), "input upload")  # time the first sample
+        self.call(lambda: x.copyfrom(inputs[:1]), "input upload")  # time the first sample
         t0 = time.perf_counter()
         for _ in range(self.warmup):
-            self._call(lambda: main(x), "warm-up run")
+            self.call(lambda: main(x), "warm-up run")
         one_run_s = (time.perf_counter() - t0) / self.warmup if self.warmup else call_s
 
         # time_evaluator is one call of repeat x max(min_repeat_ms, number runs): budget for it
@@ -160,7 +161,7 @@ class Measurement:
                                           min_repeat_ms=int(round(self.min_repeat_ms)))
             return evaluator(x)
 
-        bench = self._call(timing, "time_evaluator", timing_s)
+        bench = self.call(timing, "time_evaluator", timing_s)
         times_ms = np.asarray(bench.results) * 1e3
         latency = latency_stats(times_ms, self.noisy_cv)
         latency.update(upload_s=upload_s, load_s=load_s, call_ms=call_s * 1e3)

@@ -33,27 +33,9 @@ def profile_calls(measure, session, kernels: Path, calls: list[dict],
     lib, dev, _ = measure.load(session, Path(kernels), device)
     rows = []
     for i, call in enumerate(calls):
-        row = {"call": i, "function": call["function"], **call["kind"],
-               **({"layer": call["layer"]} if "layer" in call else {})}
-        rows.append(row)
-        if call.get("skip"):
-            row["error"] = call["skip"]
-            continue
-        try:
-            args = measure._call(lambda: [
-                tvm.runtime.tensor(constants[a["constant"]], dev) if "constant" in a
-                else _zeros(a, dev) for a in call["args"]], f"arguments of {call['function']}")
-            times = measure._call(lambda: _time(lib, call["function"], dev, args, measure),
-                                  f"profile {call['function']}")
-        except RETRYABLE:
-            raise  # a session that is gone: the caller records why
-        except Exception as err:  # noqa: BLE001 -- one kernel must not lose the others
-            row["error"] = first_line(err)
-            log.warning("profile: %s failed: %s", call["function"], row["error"])
-            continue
-        row.update(latency_ms_median=float(np.median(times)),
-                   latency_ms_p90=float(np.percentile(times, 90)),
-                   latency_cv=float(times.std() / times.mean()) if times.mean() > 0 else None)
+        rows.append({"call": i, "function": call["function"], **call["kind"],
+                     **({"layer": call["layer"]} if "layer" in call else {}),
+                     **time_call(measure, lib, dev, call, constants)})
     total = sum(r.get("latency_ms_median", 0.0) for r in rows)
     for r in rows:
         if "latency_ms_median" in r and total > 0:
@@ -61,12 +43,34 @@ def profile_calls(measure, session, kernels: Path, calls: list[dict],
     return rows
 
 
+def time_call(measure, lib, dev, call: dict, constants: dict[str, np.ndarray],
+              repeat: int | None = None) -> dict:
+    """latency_ms_median / p90 / cv of one call of the plan on the loaded kernel library
+    `lib` (`repeat` repeats, default measure.profile_repeat), or its `error`."""
+    if call.get("skip"):
+        return {"error": call["skip"]}
+    try:
+        args = measure.call(lambda: [
+            tvm.runtime.tensor(constants[a["constant"]], dev) if "constant" in a
+            else _zeros(a, dev) for a in call["args"]], f"arguments of {call['function']}")
+        times = measure.call(lambda: _time(lib, call["function"], dev, args, measure, repeat),
+                              f"profile {call['function']}")
+    except RETRYABLE:
+        raise  # a session that is gone: the caller records why
+    except Exception as err:  # noqa: BLE001 -- one kernel must not lose the others
+        log.warning("profile: %s failed: %s", call["function"], first_line(err))
+        return {"error": first_line(err)}
+    return {"latency_ms_median": float(np.median(times)),
+            "latency_ms_p90": float(np.percentile(times, 90)),
+            "latency_cv": float(times.std() / times.mean()) if times.mean() > 0 else None}
+
+
 def _zeros(spec: dict, dev) -> tvm.runtime.Tensor:
     return tvm.runtime.tensor(np.zeros(spec["shape"], spec["dtype"]), dev)
 
 
-def _time(lib, name: str, dev, args, measure) -> np.ndarray:
-    evaluator = lib.time_evaluator(name, dev, number=1, repeat=measure.profile_repeat,
+def _time(lib, name: str, dev, args, measure, repeat: int | None) -> np.ndarray:
+    evaluator = lib.time_evaluator(name, dev, number=1, repeat=repeat or measure.profile_repeat,
                                    min_repeat_ms=int(round(measure.min_repeat_ms)))
     lib.get_function(name)(*args)  # warm-up (and a clear error for a missing function)
     return np.asarray(evaluator(*args).results) * 1e3

@@ -8,6 +8,7 @@ use only the legalization and let MetaSchedule find the schedules.
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ from tvm.target import Target
 from dlas.errors import DLASError
 
 FORMATS = ("dense", "csr", "bsr")
+# format=auto: each layer dense or csr, whichever its kernel runs faster on the target
+# (timed at compile time: dlas/codegen/auto_format.py); for primitives that have csr
+AUTO = "auto"
 
 # annotations a primitive's TE compute puts on its block, so that its schedule rule can
 # find the block again after FuseOps/FuseTIR have merged it with its neighbours
@@ -86,16 +90,23 @@ class Primitive(ABC):
     formats: tuple[str, ...] = ("dense",)
 
     def __init__(self, name: str, format: str = "dense", sparsity_threshold: float = 0.5):
-        if format not in self.formats:
-            reason = ("not implemented for this primitive" if format in FORMATS
+        valid = self.formats + ((AUTO,) if "csr" in self.formats else ())
+        if format not in valid:
+            reason = ("not implemented for this primitive" if format in FORMATS + (AUTO,)
                       else "unknown weight format")
-            raise DLASError("primitive.format", format, self.formats, reason=reason,
+            raise DLASError("primitive.format", format, valid, reason=reason,
                             layer="primitive")
         threshold = float(sparsity_threshold)
         if not 0.0 <= threshold <= 1.0:
             raise DLASError("primitive.sparsity_threshold", sparsity_threshold,
                             "a fraction in [0, 1]", layer="primitive")
         self.name, self.format, self.sparsity_threshold = name, format, threshold
+
+    def with_format(self, format: str) -> Primitive:
+        """The same primitive with another weight format (a new object)."""
+        other = copy.copy(self)
+        other.format = format
+        return other
 
     @abstractmethod
     def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:

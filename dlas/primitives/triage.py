@@ -9,6 +9,7 @@ case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,14 +64,26 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
 
 def describe(call: relax.Call, value: np.ndarray | None) -> dict:
     """A conv2d for the per-layer profile: weight and output shapes, stride, groups,
-    multiply-adds and the constant weight's sparsity (None: not a constant)."""
+    multiply-adds, the constant weight's sparsity (None: not a constant) and its `key`."""
     weight = static_shape(call.args[1].ty.shape)
     out = static_shape(call.ty.shape)
     macs = (int(np.prod(out)) * int(np.prod(weight[1:]))
             if weight is not None and out is not None else None)
     return {"weight": weight, "output": out, "stride": [int(s) for s in call.attrs.strides],
             "groups": int(call.attrs.groups), "macs": macs,
-            "sparsity": None if value is None else round(weight_sparsity(value), 4)}
+            "sparsity": None if value is None else round(weight_sparsity(value), 4),
+            "key": layer_key(call, value)}
+
+
+def layer_key(call: relax.Call, value: np.ndarray | None) -> str | None:
+    """What tells a constant-weight conv2d apart in any build of the same graph: a hash of
+    its weight, input and output shapes and attributes (None without a constant weight)."""
+    if value is None:
+        return None
+    digest = hashlib.sha256(np.ascontiguousarray(value).tobytes())
+    digest.update(repr((value.shape, str(value.dtype), [str(d) for d in call.args[0].ty.shape],
+                        [str(d) for d in call.ty.shape], str(call.attrs))).encode())
+    return digest.hexdigest()[:16]
 
 
 def constant_fallback(layer: Conv2dLayer, format: str, primitive: str) -> str | None:
