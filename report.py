@@ -8,7 +8,7 @@ def run(cfg, sweep=None):
     import pandas as pd
     from omegaconf import OmegaConf
 
-    from dlas.report import write_report, load
+    from dlas.report import load, profiles, write_report
     from dlas.report.search import load_search
     from dlas.report.wandb_summary import log_summary
 
@@ -16,12 +16,18 @@ def run(cfg, sweep=None):
     where = OmegaConf.to_container(where) if OmegaConf.is_config(where) else where
     df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep)
     search = load_search(cfg.paths.results, cfg.report.search)
-    report = write_report(df, info, cfg.report.out, search=search)
+    layer_profiles = profiles.load(cfg.paths.results, df)
+    report = write_report(df, info, cfg.report.out, search=search,
+                          layer_profiles=layer_profiles)
     counts = ", ".join(f"{n} {s}" for s, n in info["status"].items())
     print(f"report: {report.html} ({info['points']} points: {counts})", flush=True)
     for _, r in report.tables.get("search_vs_grid.csv", pd.DataFrame()).iterrows():
         print(f"  {r['what']}: hypervolume {r['hypervolume']:.6g} ({r['of_grid']:.1%} of the "
               f"grid's), {r['on_front']} on the front", flush=True)
+    if layer_profiles:
+        print(f"per-layer profile of {len(layer_profiles)} points (ms per kernel, timed alone; "
+              "profile.csv has every call):", flush=True)
+        print(profiles.text(report.tables["profile_side_by_side.csv"]), flush=True)
     for obs in report.observations:
         print(f"  [{obs.verdict}] {obs.claim}: {obs.statistic}", flush=True)
     if cfg.report.wandb:

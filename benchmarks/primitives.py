@@ -18,7 +18,9 @@ Parts:
 - model: resnet18 (digits size: 32x32, 10 classes; random weights, BN statistics randomised
   as in tests/codegen/test_models_compile.py) globally magnitude-pruned (conv and linear
   weights, dlas.compression.UnstructuredPruning) to each of --model-sparsities, each
-  primitive x format through the Untuned build, next to PyTorch eager on the pruned net.
+  primitive x format through the Untuned build, next to PyTorch eager on the pruned net;
+  then (unless --no-profile) the per-layer profile of each build side by side: every conv
+  layer's format and kernel time, timed alone on the target (dlas/hardware/profile.py).
 
 DLAS latency: DLAS's own measurement (dlas/hardware/measure.py) through the local loopback
 RPC server (dlas.hardware.LocalCPU; TVM threads = CPUs this process may use): each build is
@@ -59,12 +61,15 @@ from test_models_compile import rescale  # noqa: E402
 from untuned_baseline import count_macs  # noqa: E402
 
 from dlas.codegen import Untuned, import_model  # noqa: E402
+from dlas.codegen.profile import kernel_library  # noqa: E402
 from dlas.compression.unstructured import UnstructuredPruning  # noqa: E402
 from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
+from dlas.hardware.profile import PROFILE, profile_calls  # noqa: E402
 from dlas.models import make_model  # noqa: E402
 from dlas.primitives.base import FORMATS  # noqa: E402
 from dlas.primitives.workloads import conv2d_module, model_workloads  # noqa: E402
+from dlas.report import profiles  # noqa: E402
 
 CPUS = len(os.sched_getaffinity(0))
 
@@ -112,19 +117,27 @@ class Bench:
         self.session, self.measure, self.workdir, self.count = session, measure, workdir, 0
         self.target = target if target is not None else LocalCPU().target
 
-    def run(self, mod, primitive, inputs: np.ndarray, codegen=None,
+    def run(self, mod, primitive, inputs: np.ndarray, codegen=None, profile: bool = False,
             **build_kwargs) -> tuple[dict, np.ndarray, dict, float]:
         """(latency stats, outputs, build stats, build seconds); codegen: Untuned() unless
-        given (benchmarks/codegen.py passes AutoSchedule with its hardware=)."""
+        given (benchmarks/codegen.py passes AutoSchedule with its hardware=). profile: the
+        build stats also hold the per-layer profile (`layer_profile`, dlas/hardware/profile.py)."""
         codegen = codegen if codegen is not None else Untuned()
         start = time.perf_counter()
-        executable, stats = codegen.build(mod, primitive, self.target, **build_kwargs)
+        built = codegen.build(mod, primitive, self.target, **build_kwargs)
+        executable, stats = built
         compile_s = time.perf_counter() - start
         self.count += 1
         lib = self.workdir / f"b{self.count}.so"
         executable.export_library(str(lib))
         result = self.measure.run(self.session, lib, inputs)
         lib.unlink(missing_ok=True)
+        if profile:
+            kernels = self.workdir / f"k{self.count}.so"
+            kernel_library(executable).export_library(str(kernels))
+            stats[PROFILE] = profile_calls(self.measure, self.session, kernels,
+                                           built.profile.calls, built.profile.constants)
+            kernels.unlink(missing_ok=True)
         return result.latency, result.logits, stats, compile_s
 
 
@@ -211,9 +224,11 @@ def bench_model(bench: Bench, args) -> None:
             ref = net(x).double().numpy()
         torch_ms = torch_rows(lambda: net(x), args, f"sparsity {sparsity}", macs)
         mod = import_model(net, x)
+        layer_profiles, model_ms = {}, {}
         for name, cfg, fmt in combos(args):
             try:
-                lat, out, stats, compile_s = bench.run(mod, make_primitive(cfg, fmt), x.numpy())
+                lat, out, stats, compile_s = bench.run(mod, make_primitive(cfg, fmt), x.numpy(),
+                                                       profile=args.profile)
             except Exception as err:  # noqa: BLE001
                 print(f"{'':4s} {'':30s} {name + '/' + fmt:18s} FAILED "
                       f"{type(err).__name__}: {str(err).splitlines()[0][:150]}", flush=True)
@@ -221,6 +236,15 @@ def bench_model(bench: Bench, args) -> None:
             rel = float(np.abs(out.reshape(ref.shape) - ref).max() / np.abs(ref).max())
             print(row("", "", f"{name}/{fmt}", lat, macs, torch_ms, compile_s, rel,
                       how(stats)), flush=True)
+            if PROFILE in stats:
+                layer_profiles[f"{name}/{fmt}"] = stats[PROFILE]
+                model_ms[f"{name}/{fmt}"] = lat["latency_ms_median"]
+        if layer_profiles:
+            print(f"\nper-layer profile at sparsity {sparsity} (ms per kernel, each timed alone "
+                  f"on the target: 1 warm-up call, {bench.measure.profile_repeat} repeats of >= "
+                  f"{args.min_repeat_ms:g} ms):")
+            table = profiles.side_by_side(profiles.long_table(layer_profiles), model_ms)
+            print(profiles.text(table) + "\n", flush=True)
 
 
 def main() -> None:
@@ -237,6 +261,8 @@ def main() -> None:
                         default=[0.5, 0.7, 0.9, 0.95])
     parser.add_argument("--torch-threads", nargs="+", type=int, default=sorted({CPUS, 1}),
                         help=f"PyTorch thread counts to time (default: {CPUS} and 1)")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="print the per-layer profile of each pruned model (part model)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--min-repeat-ms", type=float, default=50)

@@ -34,6 +34,7 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 
+from dlas.codegen import auto_format
 from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
                                    default_schedule_pass, front_passes, inference_passes,
                                    relax_pipeline)
@@ -114,6 +115,7 @@ class AutoSchedule(Untuned):
         from dlas.hardware.base import LocalCPU  # codegen must not import hardware at load time
 
         hardware = hardware if hardware is not None else LocalCPU(target=target)
+        primitive, choices = auto_format.resolve(mod, primitive, target, hardware)
         target = tuning_target(target, hardware)
         counts = LayerCounts()
         rules = self.rules(primitive, target)
@@ -151,7 +153,7 @@ class AutoSchedule(Untuned):
                  "data_dependent_funcs": len(kept),
                  "prescheduled_funcs": len(prescheduled),
                  "schedule_note": schedule_note(kept, prescheduled, tuning)}
-        return Build(executable, stats)
+        return auto_format.finish(Build(executable, stats, record.profile(counts)), choices)
 
     def task_budget(self, n_tasks: int) -> int:
         """Trials one task gets: an even share of the total, at most trials_per_task."""

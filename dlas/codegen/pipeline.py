@@ -21,6 +21,7 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
 from dlas.codegen.dense import dense_legalize_map
 from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
 from dlas.codegen.graph import FoldInferenceConstants
+from dlas.codegen.profile import ProfilePlan, profile_plan
 from dlas.primitives.base import LayerCounts, Primitive
 from dlas.primitives.schedule_utils import RULE_KEY
 
@@ -44,6 +45,8 @@ def front_passes(primitive: Primitive, target: tvm.target.Target,
     counts how its conv2d layers were legalized."""
     record = counts.add if counts is not None else (lambda **_: None)
     legalize = {**dense_legalize_map(), **primitive.legalize_map(record)}
+    if counts is not None:
+        legalize[CONV2D] = _naming(legalize[CONV2D], counts)
     return _generic(target).library_dispatch_passes(target) + [
         relax.transform.LegalizeOps(legalize),
         relax.transform.AnnotateTIROpPattern(),
@@ -51,6 +54,24 @@ def front_passes(primitive: Primitive, target: tvm.target.Target,
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
+
+
+CONV2D = "relax.nn.conv2d"
+
+
+def _naming(hook, counts: LayerCounts):
+    """`hook`, also writing into the layer it records the name of the PrimFunc it emitted
+    (the per-layer profile finds the layer's call by it: profile.py)."""
+
+    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        before = len(counts.layers)
+        out = hook(bb, call)
+        if len(counts.layers) > before and isinstance(out, relax.Call) \
+                and getattr(out.op, "name", "") == "relax.call_tir":
+            counts.layers[-1]["function"] = out.args[0].name_hint
+        return out
+
+    return legalize
 
 
 def back_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
@@ -107,23 +128,37 @@ def constant_bytes(mod: tvm.IRModule) -> int:
     return sum(sizes)
 
 
-class Build(NamedTuple):
-    """What a code generator's `build` returns: the executable and the statistics of this
-    build for the results row (layer counts, schedules, tuning)."""
+class _Built(NamedTuple):
     executable: tvm.runtime.Executable
     stats: dict
 
 
+class Build(_Built):
+    """What a code generator's `build` returns: the executable and the statistics of this
+    build for the results row (layer counts, schedules, tuning), unpacked as a pair; and
+    `profile`, what its per-layer profile times (profile.py)."""
+
+    def __new__(cls, executable, stats: dict, profile: ProfilePlan | None = None):
+        built = super().__new__(cls, executable, stats)
+        built.profile = profile
+        return built
+
+
 @tvm.transform.module_pass(opt_level=0, name="DLASRecordScheduleStats")
 class RecordScheduleStats:
-    """Identity pass that stores `schedule_stats` of the module it sees in `self.stats`."""
+    """Identity pass that stores `schedule_stats` of the module it sees in `self.stats`,
+    and the module in `self.mod` (for the profile plan)."""
 
     def __init__(self):
         self.stats: dict = {}
+        self.mod: tvm.IRModule | None = None
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = schedule_stats(mod)
+        self.stats, self.mod = schedule_stats(mod), mod
         return mod
+
+    def profile(self, counts: LayerCounts) -> ProfilePlan:
+        return profile_plan(self.mod, counts.layers)
 
 
 def default_schedule_pass(rules: list[ScheduleRule]) -> tvm.transform.Pass:

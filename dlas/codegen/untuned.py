@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tvm
 
+from dlas.codegen import auto_format
 from dlas.codegen.gpu import RequireScheduled, gpu_rules, is_gpu
 from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
                                    default_schedule_pass, front_passes, inference_passes,
@@ -57,11 +58,14 @@ class Untuned:
 
     def build(self, mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
               hardware=None) -> Build:
-        """Compile `mod` for `target` (`hardware`, where it runs, matters to tuned builds only)."""
+        """Compile `mod` for `target`; `hardware` (where it runs) times the candidate formats
+        of format=auto (auto_format.py; default: this CPU)."""
+        primitive, choices = auto_format.resolve(mod, primitive, target, hardware)
         record, counts = RecordScheduleStats(), LayerCounts()
         executable = tvm.compile(mod, target=target,
                                  relax_pipeline=self.pipeline(primitive, target, record, counts))
-        return Build(executable, {**record.stats, **counts.stats})
+        return auto_format.finish(Build(executable, {**record.stats, **counts.stats},
+                                        record.profile(counts)), choices)
 
     def __repr__(self) -> str:
         return f"Untuned(name={self.name!r})"

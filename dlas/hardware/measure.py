@@ -36,13 +36,15 @@ class MeasureResult:
 class Measurement:
     """warmup: untimed calls first; repeat: timed repeats; number: runs per repeat (TVM raises it
     until a repeat lasts min_repeat_ms); timeout_s: limit per remote call; retries: fresh-session
-    retries after a dropped connection or timeout; noisy_cv: CV above which a result is flagged."""
+    retries after a dropped connection or timeout; noisy_cv: CV above which a result is flagged;
+    profile: also time each PrimFunc alone (profile.py), profile_repeat repeats each."""
 
     def __init__(self, warmup: int = 3, repeat: int = 15, number: int = 1,
                  min_repeat_ms: float = 50, timeout_s: float = 120, retries: int = 1,
-                 noisy_cv: float = 0.1):
+                 noisy_cv: float = 0.1, profile: bool = False, profile_repeat: int = 5):
         for what, value, low in (("warmup", warmup, 0), ("repeat", repeat, 1),
-                                 ("number", number, 1), ("retries", retries, 0)):
+                                 ("number", number, 1), ("retries", retries, 0),
+                                 ("profile_repeat", profile_repeat, 1)):
             integer(f"measure.{what}", value, low, layer="hardware")
         as_number("measure.min_repeat_ms", min_repeat_ms, 0, layer="hardware")
         as_number("measure.timeout_s", timeout_s, 0, low_open=True, valid="> 0 seconds",
@@ -50,6 +52,9 @@ class Measurement:
         self.warmup, self.repeat, self.number = int(warmup), int(repeat), int(number)
         self.min_repeat_ms, self.timeout_s = float(min_repeat_ms), float(timeout_s)
         self.retries, self.noisy_cv = int(retries), float(noisy_cv)
+        if not isinstance(profile, bool):
+            raise DLASError("measure.profile", profile, "true or false", layer="hardware")
+        self.profile, self.profile_repeat = profile, int(profile_repeat)
 
     def run(self, session, lib_path, inputs: np.ndarray, *, device: str = "cpu") -> MeasureResult:
         devices = tuple(dict.fromkeys(RUNTIME_DEVICE.values()))
@@ -86,10 +91,12 @@ class Measurement:
                                            f"session: {gone.reason or first_line(gone)}") from gone
         raise AssertionError("unreachable")
 
-    def _call(self, fn, what: str, timeout_s: float | None = None):
+    def call(self, fn, what: str, timeout_s: float | None = None):
+        """fn() on the target with a deadline (timeout_s, default measure.timeout_s)."""
         return call_with_timeout(fn, timeout_s or self.timeout_s, what)
 
-    def _run_once(self, sess, lib_path: Path, inputs: np.ndarray, device: str) -> MeasureResult:
+    def load(self, sess, lib_path: Path, device: str):
+        """(the library loaded on the target, its device, upload seconds)."""
         # Our own loopback server sees this file system: it loads the library in place (the
         # server resolves an absolute path as itself) instead of receiving a copy (1 s for 45 MB).
         same_host = getattr(sess, "local", None) is not None
@@ -97,23 +104,30 @@ class Measurement:
                        else f"dlas-{uuid.uuid4().hex[:8]}-{lib_path.name}")
         t0 = time.perf_counter()
         if not same_host:
-            self._call(lambda: sess.upload(str(lib_path), remote_name), f"upload {lib_path.name}")
+            self.call(lambda: sess.upload(str(lib_path), remote_name), f"upload {lib_path.name}")
         upload_s = time.perf_counter() - t0
 
         def load():
             rlib = sess.load_module(remote_name)
             if not same_host:  # loaded (dlopen'ed): the copy is no longer needed there
                 sess.remove(remote_name)
-            dev = sess.device(device, 0)
-            vm = relax.VirtualMachine(rlib, dev)
-            return dev, vm, vm["main"]
+            return rlib, sess.device(device, 0)
 
+        return (*self.call(load, f"load {lib_path.name} on the {device}"), upload_s)
+
+    def _run_once(self, sess, lib_path: Path, inputs: np.ndarray, device: str) -> MeasureResult:
         t0 = time.perf_counter()
-        dev, vm, main = self._call(load, f"load {lib_path.name} on the {device}")
-        load_s = time.perf_counter() - t0
+        rlib, dev, upload_s = self.load(sess, lib_path, device)
+
+        def start_vm():
+            vm = relax.VirtualMachine(rlib, dev)
+            return vm, vm["main"]
+
+        vm, main = self.call(start_vm, f"start the VM of {lib_path.name} on the {device}")
+        load_s = time.perf_counter() - t0 - upload_s
 
         # one remote input buffer, refilled per sample: one round trip less than a new tensor
-        x = self._call(lambda: tvm.runtime.empty((1, *inputs.shape[1:]),
+        x = self.call(lambda: tvm.runtime.empty((1, *inputs.shape[1:]),
                                                  str(inputs.dtype), dev), "input allocation")
 
         def infer(sample):
@@ -128,14 +142,14 @@ class Measurement:
         logits = []
         t0 = time.perf_counter()
         for i in range(len(inputs)):
-            logits.append(self._call(lambda: infer(inputs[i:i + 1]), f"inference on sample {i}"))
+            logits.append(self.call(lambda: infer(inputs[i:i + 1]), f"inference on sample {i}"))
         call_s = (time.perf_counter() - t0) / len(inputs)
         logits = np.concatenate(logits).reshape(len(inputs), -1)
 
-        self._call(lambda: x.copyfrom(inputs[:1]), "input upload")  # time the first sample
+        self.call(lambda: x.copyfrom(inputs[:1]), "input upload")  # time the first sample
         t0 = time.perf_counter()
         for _ in range(self.warmup):
-            self._call(lambda: main(x), "warm-up run")
+            self.call(lambda: main(x), "warm-up run")
         one_run_s = (time.perf_counter() - t0) / self.warmup if self.warmup else call_s
 
         # time_evaluator is one call of repeat x max(min_repeat_ms, number runs): budget for it
@@ -147,7 +161,7 @@ class Measurement:
                                           min_repeat_ms=int(round(self.min_repeat_ms)))
             return evaluator(x)
 
-        bench = self._call(timing, "time_evaluator", timing_s)
+        bench = self.call(timing, "time_evaluator", timing_s)
         times_ms = np.asarray(bench.results) * 1e3
         latency = latency_stats(times_ms, self.noisy_cv)
         latency.update(upload_s=upload_s, load_s=load_s, call_ms=call_s * 1e3)

@@ -8,6 +8,7 @@ use only the legalization and let MetaSchedule find the schedules.
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ from tvm.target import Target
 from dlas.errors import DLASError
 
 FORMATS = ("dense", "csr", "bsr")
+# format=auto: each layer dense or csr, whichever its kernel runs faster on the target
+# (timed at compile time: dlas/codegen/auto_format.py); for primitives that have csr
+AUTO = "auto"
 
 # annotations a primitive's TE compute puts on its block, so that its schedule rule can
 # find the block again after FuseOps/FuseTIR have merged it with its neighbours
@@ -33,27 +37,33 @@ tvm_ffi.register_error("DLASError", DLASError)
 LegalizeFunc = Callable[[relax.BlockBuilder, relax.Call], relax.Expr]
 
 
-# LayerCounts.add: how one conv2d was legalized (sparse=, fallback=, int8=)
+# LayerCounts.add: how one conv2d was legalized (sparse=, fallback=, int8=, layer=)
 Record = Callable[..., None]
 
 
 class LayerCounts:
     """How one build's conv2d layers were legalized, for the results row: conv_layers,
-    sparse_layers, fallback_layers and their reasons, int8_path / int8_dot_layers. A build
+    sparse_layers, fallback_layers and their reasons, int8_path / int8_dot_layers; and
+    `layers`, one description per conv2d in graph order (triage.describe: shapes, MACs,
+    weight sparsity, plus the format it took and why) for the per-layer profile. A build
     makes one and hands its `add` to the primitive's hooks (the primitive keeps no state)."""
 
     def __init__(self):
         self.stats: dict = {"conv_layers": 0, "sparse_layers": 0, "fallback_layers": 0,
                             "fallbacks": {}}
+        self.layers: list[dict] = []
 
     def add(self, *, sparse: bool = False, fallback: str | None = None,
-            int8: str | None = None) -> None:
+            int8: str | None = None, layer: dict | None = None) -> None:
         """One conv2d: `sparse` when it took the sparse format, `fallback` (a reason) when the
         primitive could not compute it and another did, `int8` the instruction path of an
-        int8 conv (int8_intrin.py: vnni, avx512, avx2, sdot, plain). A fallback is never
-        silent."""
+        int8 conv (int8_intrin.py: vnni, avx512, avx2, sdot,
+        plain), `layer` its description. A
+        fallback is never silent."""
         if int8 is not None:
             self._int8(int8)
+        if layer is not None:
+            self.layers.append({**layer, "sparse": bool(sparse), "fallback": fallback})
         self.stats["conv_layers"] += 1
         self.stats["sparse_layers"] += int(sparse)
         if fallback is not None:
@@ -81,16 +91,23 @@ class Primitive(ABC):
     formats: tuple[str, ...] = ("dense",)
 
     def __init__(self, name: str, format: str = "dense", sparsity_threshold: float = 0.5):
-        if format not in self.formats:
-            reason = ("not implemented for this primitive" if format in FORMATS
+        valid = self.formats + ((AUTO,) if "csr" in self.formats else ())
+        if format not in valid:
+            reason = ("not implemented for this primitive" if format in FORMATS + (AUTO,)
                       else "unknown weight format")
-            raise DLASError("primitive.format", format, self.formats, reason=reason,
+            raise DLASError("primitive.format", format, valid, reason=reason,
                             layer="primitive")
         threshold = float(sparsity_threshold)
         if not 0.0 <= threshold <= 1.0:
             raise DLASError("primitive.sparsity_threshold", sparsity_threshold,
                             "a fraction in [0, 1]", layer="primitive")
         self.name, self.format, self.sparsity_threshold = name, format, threshold
+
+    def with_format(self, format: str) -> Primitive:
+        """The same primitive with another weight format (a new object)."""
+        other = copy.copy(self)
+        other.format = format
+        return other
 
     @abstractmethod
     def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:

@@ -9,6 +9,7 @@ case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from dlas.primitives.int8_intrin import PLAIN
 from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
                                             static_shape, takes_sparse)
+from dlas.primitives.sparse_format import weight_sparsity
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
     data, weight = call.args
     value = constant_array(bb, weight)
     sparse = takes_sparse(value, format, threshold)
+    record = functools.partial(record, layer=describe(call, value))
     int8 = int8_dot_path(bb, call) if int8_dot and not sparse else PLAIN
     if int8 != PLAIN:  # (a sparse layer keeps its sparse int8 compute)
         record(int8=int8)
@@ -57,6 +60,30 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
         return _nn_conv2d(bb, call)
     return Conv2dLayer(data, weight, call.attrs, value, sparse, static_shape(weight.ty.shape),
                        static_shape(data.ty.shape), record)
+
+
+def describe(call: relax.Call, value: np.ndarray | None) -> dict:
+    """A conv2d for the per-layer profile: weight and output shapes, stride, groups,
+    multiply-adds, the constant weight's sparsity (None: not a constant) and its `key`."""
+    weight = static_shape(call.args[1].ty.shape)
+    out = static_shape(call.ty.shape)
+    macs = (int(np.prod(out)) * int(np.prod(weight[1:]))
+            if weight is not None and out is not None else None)
+    return {"weight": weight, "output": out, "stride": [int(s) for s in call.attrs.strides],
+            "groups": int(call.attrs.groups), "macs": macs,
+            "sparsity": None if value is None else round(weight_sparsity(value), 4),
+            "key": layer_key(call, value)}
+
+
+def layer_key(call: relax.Call, value: np.ndarray | None) -> str | None:
+    """What tells a constant-weight conv2d apart in any build of the same graph: a hash of
+    its weight, input and output shapes and attributes (None without a constant weight)."""
+    if value is None:
+        return None
+    digest = hashlib.sha256(np.ascontiguousarray(value).tobytes())
+    digest.update(repr((value.shape, str(value.dtype), [str(d) for d in call.args[0].ty.shape],
+                        [str(d) for d in call.ty.shape], str(call.attrs))).encode())
+    return digest.hexdigest()[:16]
 
 
 def constant_fallback(layer: Conv2dLayer, format: str, primitive: str) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlas.report import figures, html, observations, stats
+from dlas.report import figures, html, observations, profiles, stats
 from dlas.report.search import REF_MARGIN, Search, compare
 from dlas.report.table import load
 from dlas.store.results import LAYERS
@@ -46,8 +46,11 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
-                 search: Search | None = None) -> Report:
-    """search: a search (dlas.report.search.load_search) to show against df's measured points."""
+                 search: Search | None = None,
+                 layer_profiles: dict[str, list[dict]] | None = None) -> Report:
+    """search: a search (dlas.report.search.load_search) to show against df's measured
+    points; layer_profiles: the per-layer profiles of selected points, by key
+    (profiles.load)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in list(OBS_CSV.values()) + [f"{f}.png" for f in FIGURES] + list(SEARCH_CSV):
@@ -101,6 +104,14 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
                                 "objectives, front, hypervolume so far")
         tables["search_vs_grid.csv"] = (searched["table"], "hypervolume of the searched front "
                                         "and of the grid's")
+    labelled, model_ms = profiles.by_label(df, layer_profiles or {})
+    prof_long = profiles.long_table(labelled)
+    prof = profiles.side_by_side(prof_long, model_ms)
+    if not prof.empty:
+        tables["profile.csv"] = (prof_long, "per-layer profile: each kernel call of the "
+                                            "profiled points timed alone on the target")
+        tables["profile_side_by_side.csv"] = (prof, "per-layer profile, conv layers as rows, "
+                                                    "the profiled points side by side")
     for name, (table, _) in tables.items():
         table.to_csv(out / name, index=False)
 
@@ -161,6 +172,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
                       figures=fig_entries, not_ok=not_ok, int8=int8, emulated=emulated,
                       search=None if searched is None else (search.name, searched["table"]),
+                      profile=prof,
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})

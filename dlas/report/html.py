@@ -50,8 +50,8 @@ def _cell(value) -> str:
 
 
 def table(df: pd.DataFrame, csv: str | None = None, wide: tuple[str, ...] = ("reason",),
-          fold: bool = True) -> str:
-    """At most MAX_ROWS rows; with `fold`, a wide table's columns equal in every row are
+          fold: bool = True, max_rows: int = MAX_ROWS) -> str:
+    """At most `max_rows` rows; with `fold`, a wide table's columns equal in every row are
     named once under it instead."""
     if df is None or df.empty:
         return '<p class="note">(no rows)</p>'
@@ -64,14 +64,14 @@ def table(df: pd.DataFrame, csv: str | None = None, wide: tuple[str, ...] = ("re
         same = f'<p class="note">In every row: {", ".join(named)}</p>' if named else ""
     head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
     body = []
-    for _, row in df.head(MAX_ROWS).iterrows():
+    for _, row in df.head(max_rows).iterrows():
         cells = "".join(f'<td{" class=reason" if c in wide else ""}>{_esc(_cell(row[c]))}</td>'
                         for c in df.columns)
         body.append(f"<tr>{cells}</tr>")
-    more = (f'<p class="note">{len(df) - MAX_ROWS} more rows in '
-            f'<a href="{_esc(csv)}">{_esc(csv)}</a></p>' if len(df) > MAX_ROWS and csv else "")
+    more = (f'<p class="note">{len(df) - max_rows} more rows in '
+            f'<a href="{_esc(csv)}">{_esc(csv)}</a></p>' if len(df) > max_rows and csv else "")
     link = (f'<p class="note">CSV: <a href="{_esc(csv)}">{_esc(csv)}</a> ({len(df)} rows)</p>'
-            if csv and len(df) <= MAX_ROWS else "")
+            if csv and len(df) <= max_rows else "")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{same}{more}{link}"
 
 
@@ -91,10 +91,13 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
           figures: list[tuple[str, str, Path | None, str]], not_ok: pd.DataFrame,
           tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None,
           emulated: pd.DataFrame | None = None,
-          search: tuple[str, pd.DataFrame] | None = None) -> Path:
+          search: tuple[str, pd.DataFrame] | None = None,
+          profile: pd.DataFrame | None = None) -> Path:
     """figures: (id, title, png or None, caption or why it is missing); int8: int8's
     accuracy cost per point (stats.int8_accuracy); emulated: rows of emulated boards, shown
-    apart (in no figure, observation or comparison)."""
+    apart (in no figure, observation or comparison); profile: the per-layer profiles side by
+    side (profiles.side_by_side)."""
+    has_profile = profile is not None and not profile.empty
     counts = info["status"]
     where = ", ".join(f"{k}={'|'.join(v)}" for k, v in info["where"].items()) or "none"
     meta = (f'<p class="meta">Results store <code>{_esc(info["results"])}</code> · sweep '
@@ -111,6 +114,7 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
         f'<a href="#{a}">{t}</a>' for a, t in [("observations", "Observations")]
         + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
         + ([("search", "Search")] if search is not None else [])
+        + ([("profile", "Per-layer profile")] if has_profile else [])
         + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed")]
         + ([("emulated", "Emulated boards")] if emulated is not None and len(emulated) else [])
         + [("tables", "Tables")]) + "</nav>"
@@ -127,6 +131,14 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
         '</p>' + (table(search[1], "search_vs_grid.csv", fold=False) if len(search[1]) else
                   '<p class="note">No measured point of this report has every objective: '
                   "nothing to compare with.</p>"))
+    prof = ("" if not has_profile else
+            '<h2 id="profile">Per-layer profile</h2><p class="meta">Points measured with '
+            "measure.profile=true: each kernel of the compiled model (a conv2d with its fused "
+            "bias, ReLU, residual add; a pooling; a matmul) timed alone on the target "
+            "(median ms, inputs in cache), its weight format, and the sum of the kernels next "
+            "to the whole model's measured latency. Every call, with its function name and "
+            "share of the sum, is in profile.csv.</p>"
+            + table(profile, "profile_side_by_side.csv", wide=(), fold=False, max_rows=200))
     obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
     figs = []
     for fid, title, png, caption in figures:
@@ -145,6 +157,7 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
 the statistic behind it, the rule that decides, and the evidence.</p>{obs}
 {found}
 <h2 id="figures">Figures</h2>{''.join(figs)}
+{prof}
 <h2 id="int8">int8: accuracy cost and agreement</h2>
 <p class="meta">Per int8 point: accuracy of the float32 model, of PyTorch's Q/DQ model
 (accuracy_torch) and of the compiled model on the same samples; int8_cost = compiled - float32;

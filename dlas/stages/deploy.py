@@ -12,10 +12,12 @@ import torch
 from omegaconf import DictConfig
 
 from dlas.codegen import import_model
+from dlas.codegen.profile import KERNELS, ProfilePlan, kernel_library
 from dlas.codegen.quantized import fused_multiply_add
 from dlas.compression.metrics import number_format
 from dlas.config import check_settings, make
-from dlas.errors import DLASError, in_layer
+from dlas.errors import DLASError, first_line, in_layer
+from dlas.hardware.profile import PROFILE, profile_calls, profile_summary
 from dlas.stages.compress import check as check_compression
 from dlas.stages.compress import compressed_model
 from dlas.stages.force import NONE, Force
@@ -53,29 +55,51 @@ def compiled_library(cfg: DictConfig, net, example, primitive, codegen, hardware
             metrics = {"import_s": time.perf_counter() - start}
             start = time.perf_counter()
             try:
-                executable, stats = codegen.build(mod, primitive, hardware.target,
-                                                  hardware=hardware)
+                built = codegen.build(mod, primitive, hardware.target, hardware=hardware)
             except DLASError as err:
                 # raised by a primitive's legalization inside TVM, whose re-raise drops .layer
                 err.layer = err.layer or "primitive"
                 raise
         metrics["compile_s"] = time.perf_counter() - start
-        metrics.update(stats)
-        return executable, metrics
+        metrics.update(built.stats)
+        return built, metrics
 
     def save(output, tmp):
-        executable, metrics = output
+        built, metrics = output
         with in_layer("hardware"):
             start = time.perf_counter()
-            hardware.export(executable, tmp / LIB)
+            hardware.export(built.executable, tmp / LIB)
             metrics["export_s"] = time.perf_counter() - start
+            # the PrimFuncs alone, for measure.profile (a second link, ~1 s for resnet18)
+            hardware.export(kernel_library(built.executable), tmp / KERNELS)
+        built.profile.save(tmp)
         metrics["lib_sha256"] = file_digest(tmp / LIB)
+        metrics["kernels_sha256"] = file_digest(tmp / KERNELS)
         (tmp / "metrics.json").write_text(json.dumps(metrics))
 
     (_, metrics), reused = produce(cfg, "compile", key, force=force, load=stored_library,
                                    compute=compute, save=save)
     return ArtifactStore(cfg.paths.artifacts).path("compiled", key) / LIB, \
         metrics | {"compile_reused": reused}
+
+
+def layer_profile(measure, session, folder: Path, compile_metrics: dict, device: str,
+                  model_ms: float) -> dict:
+    """The per-layer profile of the library in compile folder `folder` (metrics entry
+    `layer_profile`, which the task stores beside the row) and its summary; a profile that
+    cannot be taken is said in `profile_error` and the row keeps its measurement."""
+    kernels = folder / KERNELS
+    try:
+        if file_digest(kernels) != compile_metrics.get("kernels_sha256"):
+            raise ArtifactError(str(kernels), reason="missing, damaged or not the kernel "
+                                "library this stage exported (its SHA-256 differs)")
+        plan = ProfilePlan.load(folder)
+        rows = profile_calls(measure, session, kernels, plan.calls, plan.constants,
+                             device=device)
+    except (DLASError, OSError, ValueError) as err:
+        log.warning("no per-layer profile: %s", err)
+        return {"profile_error": first_line(err)}
+    return {PROFILE: rows, **profile_summary(rows, model_ms)}
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,10 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
     start = time.perf_counter()
     with in_layer("hardware"), hardware.session() as session:
         result = measure.run(session, str(lib), x, device=hardware.runtime_device)
+        if measure.profile:
+            metrics.update(layer_profile(measure, session, lib.parent, compile_metrics,
+                                         hardware.runtime_device,
+                                         result.latency["latency_ms_median"]))
         emulator = session.emulator()  # the board's server says; its latency is no board's
     metrics["measure_s"] = time.perf_counter() - start
     metrics.update(result.latency)

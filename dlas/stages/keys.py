@@ -16,7 +16,9 @@ NOT_DETERMINING = {
     "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
                 "default_root_dir", "log_every_n_steps"},
     "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
-    "measure": {"timeout_s", "retries"},
+    # a profile is stored beside the point's row (a point asked for one without it is
+    # measured again: dlas/sweep/task.py), not another point
+    "measure": {"timeout_s", "retries", "profile", "profile_repeat"},
     # a cache: where the tuning database lives does not change what a trial budget gives
     "codegen": {"database_dir"},
 }

@@ -5,7 +5,10 @@ shared filesystem with locking) write at once. A point is identified by its conf
 so re-running a sweep updates rows in place instead of adding duplicates. A point belongs
 to every sweep that asked for it (table `sweep_points`); its `sweep` column is the sweep
 that measured it. A lock per point (`lock`) lets concurrent sweeps on one store wait for
-each other's points instead of measuring them twice.
+each other's points instead of measuring them twice. A point measured with
+measure.profile=true has its per-layer profile (one JSON list, dlas/hardware/profile.py) in
+table `profiles` beside its row; it belongs to the row's measurement, so a row recorded
+without one drops the old one.
 """
 from __future__ import annotations
 
@@ -37,6 +40,10 @@ CREATE TABLE IF NOT EXISTS points (
     env TEXT,
     started REAL,
     finished REAL
+);
+CREATE TABLE IF NOT EXISTS profiles (
+    key TEXT PRIMARY KEY,
+    profile TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sweep_points (
     sweep TEXT NOT NULL,
@@ -87,8 +94,9 @@ class ResultsStore:
 
     def record(self, key: str, *, status: str, layers: dict, sweep: str | None = None,
                layer: str | None = None, reason: str | None = None, config: dict | None = None,
-               metrics: dict | None = None, env: dict | None = None, started: float | None = None):
-        """Insert or replace the row of point `key`."""
+               metrics: dict | None = None, env: dict | None = None, started: float | None = None,
+               profile: list[dict] | None = None):
+        """Insert or replace the row of point `key` (and its per-layer profile)."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} not in {STATUSES}")
         from dlas.store.schema import undeclared  # (not at the top: the schema runs as __main__)
@@ -105,6 +113,11 @@ class ResultsStore:
         marks = ", ".join(f":{c}" for c in row)
         with self._open() as db, db:
             db.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({marks})", row)
+            if profile is None:
+                db.execute("DELETE FROM profiles WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO profiles VALUES (?, ?)",
+                           (key, json.dumps(profile, default=str)))
             if sweep is not None:
                 db.execute("INSERT OR IGNORE INTO sweep_points VALUES (?, ?)", (sweep, key))
 
@@ -112,6 +125,12 @@ class ResultsStore:
         with self._open() as db:
             row = db.execute("SELECT * FROM points WHERE key = ?", (key,)).fetchone()
         return _decode(row) if row else None
+
+    def profile(self, key: str) -> list[dict] | None:
+        """The per-layer profile of point `key`, None when it was measured without one."""
+        with self._open() as db:
+            row = db.execute("SELECT profile FROM profiles WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def mark_seen(self, key: str, sweep: str | None):
         """Count an already-done point in the current sweep too (for its summary)."""

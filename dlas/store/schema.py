@@ -73,6 +73,8 @@ METRICS: dict[str, Metric] = {
     "unscheduled_funcs": _m("compile", "number", "", "functions left unscheduled"),
     "unscheduled": _m("compile", "list", "", "names of the functions left unscheduled"),
     "schedule_rules": _m("compile", "table", "", "schedule rule -> functions it scheduled"),
+    "format_choices": _m("compile", "list", "", "primitive.format=auto: per layer its shape, "
+                         "sparsity, dense_ms, csr_ms, the format taken and why"),
     # tune (dlas/codegen/autoschedule.py, dlas/codegen/tuning.py)
     "tuning_s": _m("tune", "number", "s", "wall time of the MetaSchedule search"),
     "tasks": _m("tune", "number", "", "tuning tasks of the model"),
@@ -111,6 +113,7 @@ METRICS: dict[str, Metric] = {
     "hardware_machine": _m("measure", "text", "", "the machine or variant that measured"),
     "emulated": _m("measure", "flag", "", "measured on an emulated board (latency meaningless)"),
     "emulator": _m("measure", "text", "", "the emulator of an emulated board"),
+    "profile_error": _m("measure", "text", "", "why measure.profile=true stored no profile"),
     "peak_rss_mib": _m("measure", "number", "MiB", "peak memory of the point's process"),
     # check (dlas/stages/logits.py)
     "eval_samples": _m("check", "number", "", "validation samples run on the target"),

@@ -101,7 +101,8 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
                    "load_avg_rounds": point.load, "remeasured_at": time.time()}
         store.record(point.key, status="ok", layers=point.row, sweep=sweep,
                      config=point.row["config"], metrics=metrics, env=point.row.get("env"),
-                     started=point.row["started"])
+                     started=point.row["started"],
+                     profile=store.profile(point.key))  # (of the same library: kept)
     log.info("remeasure: %d points x %d rounds in %.0f s (nothing compiled)", len(points),
              rounds, time.perf_counter() - start)
     return [p.key for p in points]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlas.errors import ConfigError, DLASError, Unsupported, first_line, layer_of
 from dlas.stages.force import Force
 from dlas.stages.keys import point_key
+from dlas.hardware.profile import PROFILE
 from dlas.store.results import LAYERS, ResultsStore
 from dlas.sweep.environment import environment
 from dlas.sweep.summary import row_line
@@ -58,7 +59,8 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
     key = point_key(cfg)
     force = Force.of(cfg.force, "compile", sweep)
     layers = layer_values(cfg)
-    reused = _reusable(store, key, force, sweep)
+    profile = bool(cfg.measure.get("profile", False))
+    reused = _reusable(store, key, force, sweep, profile)
     if reused:
         return reused
     planned = []
@@ -70,7 +72,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
                        str(exc), {}, time.time(), None, raise_on_failure)
 
     with store.lock(key):
-        reused = _reusable(store, key, force, sweep)  # measured while we waited for the lock
+        reused = _reusable(store, key, force, sweep, profile)  # measured while we waited
         if reused:
             return reused
         config = layer_config(cfg)
@@ -103,11 +105,16 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
                        wandb_run, raise_on_failure)
 
 
-def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) -> dict | None:
+def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None,
+              profile: bool = False) -> dict | None:
     """The stored ok row of the point, when force does not ask to measure it again (a row
-    this sweep measured counts as fresh); printed as reused."""
+    this sweep measured counts as fresh) and it has the per-layer profile `profile` asks
+    for; printed as reused."""
     done = store.get(key)
     if not done or done["status"] != "ok" or not force.reuses("measure", sweep and done["sweep"]):
+        return None
+    if profile and store.profile(key) is None:
+        log.info("point %s measured without measure.profile: measuring it again", key)
         return None
     store.mark_seen(key, sweep)
     log.info("point %s already measured (ok); force=measure measures it again", key)
@@ -117,11 +124,13 @@ def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None) ->
 
 def _record(config, store, key, layers, sweep, status, layer, reason, metrics, started, wandb_run,
             raise_on_failure) -> dict:
+    metrics = dict(metrics)
+    profile = metrics.pop(PROFILE, None)  # (its own table: a list of dicts per layer)
     row = dict(key=key, sweep=sweep, status=status, layer=layer, reason=reason, **layers,
                config=config, metrics=metrics, started=started)
     store.record(key, status=status, layers=layers, sweep=sweep, layer=layer, reason=reason,
                  config=config, metrics=metrics, env=environment(metrics.get("target")),
-                 started=started)
+                 started=started, profile=profile)
     if wandb_run is not None:
         wandb_run.finish(status, {**layers, "status": status, "layer": layer, "reason": reason,
                                   **metrics})

@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """A results store with one real point, measured by a one-point sweep."""
+    """A results store with one real point, measured by a one-point sweep with its profile."""
     root = tmp_path_factory.mktemp("outputs")
-    proc = subprocess.run([sys.executable, "deploy.py", "-m", "debug=fast", "measure.repeat=2"],
+    proc = subprocess.run([sys.executable, "deploy.py", "-m", "debug=fast", "measure.repeat=2",
+                           "measure.profile=true", "measure.profile_repeat=2"],
                           cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(root)},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -47,6 +48,13 @@ def test_report_of_a_real_sweep(outputs):
     page = (out / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3  # pareto, correlations, status
     assert "Not drawn: no compressed point has an uncompressed twin" in page
+    # the per-layer profile: resnet18's 20 convs, each with its kernel time, printed and stored
+    assert "per-layer profile of 1 points" in proc.stdout and 'id="profile"' in page
+    calls = pd.read_csv(out / "profile.csv")
+    convs = calls[calls["layer"].str.startswith("conv")]
+    assert len(convs) == 20 and (convs["ms"] > 0).all() and (convs["format"] == "dense").all()
+    assert convs["macs"].sum() == pytest.approx(row["metrics"]["macs"], rel=0.05)
+    assert calls["share"].sum() == pytest.approx(1.0)
     # W&B with no account: an offline run of the sweep's group, for `wandb sync`
     runs = list((outputs / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and "W&B summary run:" in proc.stdout

@@ -2,8 +2,9 @@
 
 Cases: every conf/primitive/*.yaml (instantiated by Hydra, so a new primitive joins by
 adding its config) x each format its class declares x float32/float16/int8 x weight
-sparsity (0 for dense; 0, 0.5 and 0.95 for csr/bsr, magnitude-pruned, the workloads taking
-turns through them unless DLAS_FULL_WORKLOADS=1) x a deterministic
+sparsity (0 for dense; 0, 0.5, 0.9, 0.99 and 1 for csr/bsr, magnitude-pruned, the workloads
+taking turns through them unless DLAS_FULL_WORKLOADS=1: at 0.99 most rows of a small layer
+are empty, at 1 the whole layer is zero) x a deterministic
 subsample of the 389 distinct conv2d workloads of dlas.models at 32 and 224
 (dlas/primitives/workloads.py): every k-th workload of each shape class (kind, kernel,
 stride), k the smallest step keeping the case count within DLAS_CORRECTNESS_CASES (default
@@ -47,7 +48,8 @@ from dlas.primitives.workloads import (OUT_DTYPES, conv2d_module, distinct_workl
                                        subsample)
 
 TARGET = make_target({"kind": "llvm", "mcpu": "host"})
-SPARSITIES = {"dense": (0.0,), "csr": (0.0, 0.5, 0.95), "bsr": (0.0, 0.5, 0.95)}
+SPARSITIES = {"dense": (0.0,), "csr": (0.0, 0.5, 0.9, 0.99, 1.0),
+              "bsr": (0.0, 0.5, 0.9, 0.99, 1.0)}
 CONFIGS = primitive_configs()
 COMBOS = [(name, fmt) for name, cfg in CONFIGS.items() for fmt in primitive_formats(cfg)]
 
@@ -68,7 +70,7 @@ def _workloads() -> list:
 
 def _sparsities(fmt: str, index: int) -> tuple[float, ...]:
     """All sparsities for DLAS_FULL_WORKLOADS; otherwise the workloads take turns, so each
-    (primitive, format, dtype) still meets every sparsity (on 9+ workloads, 3+ times)."""
+    (primitive, format, dtype) still meets every sparsity (on 9+ workloads, each at least once)."""
     levels = SPARSITIES[fmt]
     if os.environ.get("DLAS_FULL_WORKLOADS") == "1":
         return levels

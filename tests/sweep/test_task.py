@@ -81,3 +81,24 @@ def test_a_point_measured_but_refused_keeps_its_metrics(make_cfg):
     assert row["status"] == "failed" and row["layer"] == "codegen"
     stored = ResultsStore(make_cfg().paths.results).get(row["key"])
     assert stored["metrics"]["prediction_agreement"] == 0.889
+
+
+def stage_profiled(cfg, force=False):
+    stage_ok.calls += 1
+    profile = [{"call": 0, "function": "fused_conv2d_direct_add", "latency_ms_median": 0.5}]
+    return {**stage_ok(cfg), **({"layer_profile": profile} if cfg.measure.profile else {})}
+
+
+def test_profile_is_stored_beside_the_row_and_asked_for_again(make_cfg):
+    stage_ok.calls = 0
+    cfg = make_cfg()
+    row = run_point(cfg, stage_profiled)
+    store = ResultsStore(cfg.paths.results)
+    assert store.profile(row["key"]) is None and "layer_profile" not in row["metrics"]
+    # the same point with measure.profile=true: same key, measured again for its profile
+    profiled = run_point(make_cfg(overrides=["measure.profile=true"]), stage_profiled)
+    assert profiled["key"] == row["key"] and stage_ok.calls == 4
+    assert store.profile(row["key"])[0]["function"] == "fused_conv2d_direct_add"
+    assert "layer_profile" not in store.get(row["key"])["metrics"]  # (its own table)
+    run_point(make_cfg(overrides=["measure.profile=true"]), stage_profiled)
+    assert stage_ok.calls == 4  # a profiled row is reused
