@@ -34,6 +34,8 @@ class RemoteSession:
         # A request waits in the tracker queue while others hold every server under the key.
         self.request_timeout_s = request_timeout_s or session_timeout_s or None
         self.local = local
+        self.server: str | None = None  # address:port of the server granted (rows record it)
+        self.lock_wait_s = 0.0  # spent waiting for the host-wide measurement lock (Hardware)
         self.rpc: tvm.rpc.RPCSession | None = None
         self._fds: set[int] = set()  # this session's socket(s), found after connecting
         self.connect()
@@ -62,6 +64,7 @@ class RemoteSession:
             lambda: tvm.rpc.connect(url, port, matchkey, session_timeout=timeout),
             self.connect_timeout_s, f"connect to the RPC server {url}:{port} (key {self.key!r})")
         self._fds = _sockets_to({port}) - before
+        self.server = f"{url}:{port}"
         return self
 
     def reconnect(self) -> RemoteSession:
