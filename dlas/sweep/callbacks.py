@@ -94,6 +94,9 @@ class SweepSummary(Callback):
         self.started = self.job_started = 0.0
         self.pid = None
 
+    def __getstate__(self) -> dict:  # launchers pickle callbacks for their workers
+        return {**self.__dict__, "intake": None}  # (the head's thread stays in the head)
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             total = sweep_total(config)
