@@ -198,9 +198,7 @@ class AutoSchedule(Untuned):
             num_threads=getattr(hardware, "num_threads", None) or "physical")
         progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
         hardware.check()  # a board that is not registered fails here, not in every trial
-        # candidates are timed on the device: under its measurement lock like a measurement
-        with hardware.device_lock(), hardware.tracker() as (host, port, _), \
-                quiet_metaschedule(), ms.Profiler() as prof:
+        with hardware.tracker() as (host, port, _), quiet_metaschedule(), ms.Profiler() as prof:
             runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
                                                tracker_key=hardware.key,

@@ -158,7 +158,13 @@ class Hardware:
     @contextmanager
     def tracker(self) -> Iterator[tuple[str, int, LocalRPC | None]]:
         """(host, port, local) of a tracker with a server under the key: the configured one
-        (local None), or a private loopback tracker + server started now and always stopped."""
+        (local None), or a private loopback tracker + server started now and always stopped;
+        held under the device's measurement lock (MetaSchedule times candidates through it)."""
+        with self.device_lock(), self._tracker() as found:
+            yield found
+
+    @contextmanager
+    def _tracker(self) -> Iterator[tuple[str, int, LocalRPC | None]]:
         if not self.is_local:
             yield self.tracker_host, self.tracker_port, None
             return
@@ -184,7 +190,7 @@ class Hardware:
         """A connected RPC session, under the device's measurement lock; local tracker/server
         (if ours) are always torn down."""
         with terminate_on_sigterm(), self.device_lock() as waited, \
-                self.tracker() as (host, port, local):
+                self._tracker() as (host, port, local):
             sess = RemoteSession(self.key, host, port, connect_timeout_s=self.connect_timeout_s,
                                  session_timeout_s=self.session_timeout_s,
                                  request_timeout_s=self.request_timeout_s, local=local)

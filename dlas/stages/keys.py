@@ -15,7 +15,8 @@ NOT_DETERMINING = {
     "dataset": {"download", "verify", "num_workers", "eval_split", "eval_samples"},
     "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
                 "default_root_dir", "log_every_n_steps"},
-    "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
+    "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s",
+                 "measure_lock"},
     "measure": {"timeout_s", "retries"},
     # a cache: where the tuning database lives does not change what a trial budget gives
     "codegen": {"database_dir"},
