@@ -121,6 +121,7 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
         emulator = session.emulator()  # the board's server says; its latency is no board's
     metrics["measure_s"] = time.perf_counter() - start
     metrics["rpc_server"] = session.server  # the one that measured (after any retry)
+    metrics["rpc_servers_dropped"] = session.dropped  # granted, but dead or hung
     metrics["measure_lock_wait_s"] = session.lock_wait_s
     metrics.update(result.latency)
     metrics["target"] = str(hardware.target)

@@ -1,6 +1,7 @@
 """Sweeps through Hydra's launchers, on real points: joblib (2 jobs at once on this machine)
 and submitit_slurm (a one-node SLURM cluster in a private network namespace, set up by
-one_node_slurm.sh; skipped, saying why, without its apt packages or root).
+one_node_slurm.sh; skipped, saying why, without its apt packages or root); and a pool of two
+loopback RPC servers under the key `hikey` serving a parallel sweep while one is killed.
 
 Cheap on purpose: the points differ only in `measure.repeat`, so they share one trained model
 and one compiled library, which the two concurrent jobs compute once (one waits for the
@@ -8,12 +9,17 @@ other's lock); the SLURM sweep reuses the joblib sweep's outputs and only measur
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from dlas.errors import DLASError
+from dlas.hardware.local_rpc import _free_ports
+from dlas.hardware.tracker import registered_keys, tracker_summary
 from dlas.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +33,17 @@ def outputs(tmp_path_factory):
     return tmp_path_factory.mktemp("launchers")
 
 
+def _sweep(args, outputs: Path, prefix=()) -> subprocess.Popen:
+    return subprocess.Popen([*prefix, sys.executable, "deploy.py", "-m", *args, *TINY], cwd=ROOT,
+                            env={**os.environ, "DLAS_OUTPUTS": str(outputs)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def _run(args, outputs: Path, timeout: int, prefix=()) -> str:
-    proc = subprocess.run([*prefix, sys.executable, "deploy.py", "-m", *args, *TINY], cwd=ROOT,
-                          env={**os.environ, "DLAS_OUTPUTS": str(outputs)}, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout
+    proc = _sweep(args, outputs, prefix)
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
 
 
 def test_joblib_sweep_with_two_jobs_computes_shared_stages_once(outputs):
@@ -72,3 +83,56 @@ def test_submitit_slurm_sweep_hands_rows_over_to_the_heads_store(outputs, tmp_pa
     # the library is the joblib sweep's (or, run alone, compiled by one of the two jobs)
     assert sum(not r["metrics"]["compile_reused"] for r in rows) <= 1
     assert len(list((outputs / "artifacts" / "compiled").glob("[!.]*"))) == 1
+
+
+def _serve(*args) -> subprocess.Popen:
+    """TVM's own tracker or server CLI, in a process group of its own (its workers go with it)."""
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _registered(tracker_port: int) -> int:
+    try:
+        return registered_keys(tracker_summary("127.0.0.1", tracker_port)).get("hikey", 0)
+    except DLASError:  # the tracker is still starting
+        return 0
+
+
+def test_a_pool_of_two_servers_under_one_key_spreads_a_sweep_and_survives_a_kill(outputs):
+    tracker_port, *ports = _free_ports(3)
+    procs = [_serve("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port),
+                    "--port-end", str(tracker_port + 1))]
+    try:
+        procs += [_serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}",
+                         "--key", "hikey", "--host", "127.0.0.1", "--port", str(port),
+                         "--port-end", str(port + 1)) for port in ports]
+        deadline = time.monotonic() + 120
+        while _registered(tracker_port) < 2:
+            assert time.monotonic() < deadline, "the two servers did not register"
+            time.sleep(0.5)
+        # this CPU's code, measured on whichever server of the pool the tracker grants
+        proc = _sweep(["measure.repeat=2,3,4,5,6,7", "hardware.tracker_host=127.0.0.1",
+                       f"hardware.tracker_port={tracker_port}", "hardware.key=hikey",
+                       "hardware.measure_lock=null", "hydra/launcher=joblib",
+                       "hydra.launcher.n_jobs=2"], outputs)
+        lines = []
+        for line in proc.stdout:  # one server dies after two points, mid-sweep
+            lines.append(line)
+            if sum(x.startswith("ok ") for x in lines) == 2:
+                os.killpg(procs[1].pid, signal.SIGKILL)
+                break
+        out = "".join(lines) + proc.communicate(timeout=900)[0]
+        assert proc.returncode == 0, out[-4000:]
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    assert "sweep summary: 6 points — 6 ok, 0 unsupported, 0 failed" in out, out[-3000:]
+    rows = [r for r in ResultsStore(outputs / "results.sqlite").rows()
+            if r["hardware"] == "local" and r["config"]["hardware"]["key"] == "hikey"]
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    used = {int(r["metrics"]["rpc_server"].rsplit(":", 1)[1]) for r in rows}
+    assert used == set(ports), [r["metrics"]["rpc_server"] for r in rows]  # both served
