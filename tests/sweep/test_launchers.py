@@ -19,6 +19,7 @@ import pytest
 
 from dlas.errors import DLASError
 from dlas.hardware.local_rpc import _free_ports
+from dlas.hardware.session import RemoteSession
 from dlas.hardware.tracker import registered_keys, tracker_summary
 from dlas.store import ResultsStore
 
@@ -98,38 +99,58 @@ def _registered(tracker_port: int) -> int:
         return 0
 
 
-def test_a_pool_of_two_servers_under_one_key_spreads_a_sweep_and_survives_a_kill(outputs):
+@pytest.fixture
+def pool():
+    """A tracker and two TVM RPC servers under the key `hikey` on loopback:
+    (tracker port, server ports, server processes)."""
     tracker_port, *ports = _free_ports(3)
     procs = [_serve("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port),
                     "--port-end", str(tracker_port + 1))]
+    procs += [_serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}",
+                     "--key", "hikey", "--host", "127.0.0.1", "--port", str(port),
+                     "--port-end", str(port + 1)) for port in ports]
     try:
-        procs += [_serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}",
-                         "--key", "hikey", "--host", "127.0.0.1", "--port", str(port),
-                         "--port-end", str(port + 1)) for port in ports]
         deadline = time.monotonic() + 120
         while _registered(tracker_port) < 2:
             assert time.monotonic() < deadline, "the two servers did not register"
             time.sleep(0.5)
-        # this CPU's code, measured on whichever server of the pool the tracker grants
-        proc = _sweep(["measure.repeat=2,3,4,5,6,7", "hardware.tracker_host=127.0.0.1",
-                       f"hardware.tracker_port={tracker_port}", "hardware.key=hikey",
-                       "hardware.measure_lock=null", "hydra/launcher=joblib",
-                       "hydra.launcher.n_jobs=2"], outputs)
-        lines = []
-        for line in proc.stdout:  # one server dies after two points, mid-sweep
-            lines.append(line)
-            if sum(x.startswith("ok ") for x in lines) == 2:
-                os.killpg(procs[1].pid, signal.SIGKILL)
-                break
-        out = "".join(lines) + proc.communicate(timeout=900)[0]
-        assert proc.returncode == 0, out[-4000:]
+        yield tracker_port, ports, procs[1:]
     finally:
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.killpg(p.pid, signal.SIGCONT)
+            os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_a_hung_server_of_the_pool_is_dropped_for_another(pool):
+    tracker_port, ports, servers = pool
+    os.killpg(servers[0].pid, signal.SIGSTOP)  # a hung board: still listed as free
+    hung = f"127.0.0.1:{ports[0]}"
+    for _ in range(2):  # the tracker hands out free servers in turn: one of these gets it
+        sess = RemoteSession("hikey", "127.0.0.1", tracker_port, connect_timeout_s=3)
+        assert sess.server == f"127.0.0.1:{ports[1]}"
+        sess.cpu(0)  # a real round trip
+        sess.abandon()
+        if sess.dropped:
+            break
+    assert len(sess.dropped) == 1 and sess.dropped[0].startswith(hung), sess.dropped
+
+
+def test_a_pool_of_two_servers_under_one_key_spreads_a_sweep_and_survives_a_kill(outputs, pool):
+    tracker_port, ports, servers = pool
+    # this CPU's code, measured on whichever server of the pool the tracker grants
+    proc = _sweep(["measure.repeat=2,3,4,5,6,7", "hardware.tracker_host=127.0.0.1",
+                   f"hardware.tracker_port={tracker_port}", "hardware.key=hikey",
+                   "hardware.measure_lock=null", "hydra/launcher=joblib",
+                   "hydra.launcher.n_jobs=2"], outputs)
+    lines = []
+    for line in proc.stdout:  # one server dies after two points, mid-sweep
+        lines.append(line)
+        if sum(x.startswith("ok ") for x in lines) == 2:
+            os.killpg(servers[0].pid, signal.SIGKILL)
+            break
+    out = "".join(lines) + proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-4000:]
     assert "sweep summary: 6 points — 6 ok, 0 unsupported, 0 failed" in out, out[-3000:]
     rows = [r for r in ResultsStore(outputs / "results.sqlite").rows()
             if r["hardware"] == "local" and r["config"]["hardware"]["key"] == "hikey"]
