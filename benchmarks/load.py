@@ -12,10 +12,12 @@ accuracy check, measured through a tracker with two loopback TVM RPC servers und
    after each, every point must have at most / exactly one row, and every row line a job
    printed must be in the store (0 lost, 0 duplicated);
 3. `force=measure`: every point measured again, nothing compiled: the per-point framework
-   overhead = (wall time x jobs - the points' measure_s) / points (Hydra, composing and checking
+   overhead = (the sweep's time x jobs - the points' measure_s) / points (Hydra, composing and checking
    the config, loading data, the store, the accuracy check: all but train, compress, compile,
    tune and measure);
 4. the same command again, everything cached: time per point.
+A sweep's time runs from its first line to its summary: the deploy.py process's start-up
+(imports, ~10 s) is not in it, the joblib workers' start-up is.
 """
 from __future__ import annotations
 
@@ -122,18 +124,29 @@ def expected_keys(args: list[str], outputs: Path) -> set[str]:
 
 
 def run(args: list[str], outputs: Path, chaos=None) -> tuple[int, float, str]:
-    start = time.perf_counter()
+    """(exit status, seconds from the sweep's first line to its summary, output): the sweep's
+    own time, without the start-up of the deploy.py process (imports)."""
     proc = subprocess.Popen([sys.executable, "deploy.py", *args], cwd=ROOT,
                             env={**os.environ, "DLAS_OUTPUTS": str(outputs)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    marks: dict[str, float] = {}
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("sweep: ", "sweep summary")):
+                marks.setdefault(line[:7], time.perf_counter())
+            marks["last"] = time.perf_counter()
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     if chaos is not None:
         chaos(proc, lines)
     proc.wait()
     reader.join()
-    return proc.returncode, time.perf_counter() - start, "".join(lines)
+    start = marks.get("sweep: ", time.perf_counter())
+    return proc.returncode, marks.get("sweep s", marks.get("last", start)) - start, "".join(lines)
 
 
 def printed_rows(out: str) -> int:
@@ -183,7 +196,7 @@ def main() -> None:
             while done() < 0.45 * n and proc.poll() is None:
                 time.sleep(0.5)
             workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                       if "loky" in " ".join(c.cmdline())]
+                       if "popen_loky" in " ".join(c.cmdline())]  # (not its resource tracker)
             if workers and proc.poll() is None:
                 workers[0].send_signal(signal.SIGKILL)
                 print(f"  SIGKILLed job process {workers[0].pid} after {done()} points",
@@ -199,11 +212,11 @@ def main() -> None:
         rc, wall, out = run([*args, "force=measure"], outputs)
         rows = [r for r in ResultsStore(outputs / "results.sqlite").rows() if r["key"] in keys]
         measure = sum(r["metrics"].get("measure_s", 0.0) for r in rows)
-        print(f"3 force=measure: exit {rc}, {wall:.0f} s wall; measure_s summed {measure:.0f} s; "
+        print(f"3 force=measure: exit {rc}, sweep {wall:.0f} s; measure_s summed {measure:.0f} s; "
               f"framework overhead per point {(wall * JOBS - measure) / n:.2f} s "
               f"(wall x {JOBS} jobs - measure, / {n})", flush=True)
         rc, wall, out = run(args, outputs)
-        print(f"4 cached:  exit {rc}, {wall:.0f} s wall for {n} points: "
+        print(f"4 cached:  exit {rc}, sweep {wall:.0f} s for {n} points: "
               f"{wall * JOBS / n:.2f} s per point per job ({wall / n:.2f} s of wall time each; "
               f"{out.count('(reused)')} reused)", flush=True)
     finally:
