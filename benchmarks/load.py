@@ -214,7 +214,7 @@ def main() -> None:
         measure = sum(r["metrics"].get("measure_s", 0.0) for r in rows)
         print(f"3 force=measure: exit {rc}, sweep {wall:.0f} s; measure_s summed {measure:.0f} s; "
               f"framework overhead per point {(wall * JOBS - measure) / n:.2f} s "
-              f"(wall x {JOBS} jobs - measure, / {n})", flush=True)
+              f"(sweep time x {JOBS} jobs - measure_s, / {n})", flush=True)
         rc, wall, out = run(args, outputs)
         print(f"4 cached:  exit {rc}, sweep {wall:.0f} s for {n} points: "
               f"{wall * JOBS / n:.2f} s per point per job ({wall / n:.2f} s of wall time each; "
