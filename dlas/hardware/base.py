@@ -22,6 +22,7 @@ from dlas.errors import DLASError
 from dlas.hardware.local_rpc import LocalRPC, terminate_on_sigterm
 from dlas.hardware.session import RemoteSession
 from dlas.hardware.tracker import check_key
+from dlas.store.locks import wait_for_lock
 from dlas.values import integer
 
 DEVICE_CHOICES = ("cpu", "gpu")  # the `hardware.device` setting
@@ -79,6 +80,10 @@ class Hardware:
     machine: the physical machine, when several hardware configs are variants of one (ISA
     level, threads: local, local_avx2, local_1thread); default: the name. Rows record it and
     the report says when the hardware it compares are variants of one machine.
+    measure_lock: a lock file every process on this host uses for this device (local CPU,
+    local GPU): a session holds it, so parallel jobs never time at once on one device
+    (training and compiling still overlap). Boards need none: the tracker gives a server to
+    one session at a time.
     """
 
     # threads of the TVM runtime on the server DLAS starts itself (LocalCPU); None where the
@@ -90,7 +95,8 @@ class Hardware:
                  tracker_host: str | None = None,
                  tracker_port: int | None = None, connect_timeout_s: float = 10,
                  session_timeout_s: float = 600, request_timeout_s: float | None = None,
-                 startup_timeout_s: float = 60, machine: str | None = None):
+                 startup_timeout_s: float = 60, machine: str | None = None,
+                 measure_lock: str | None = None):
         if device not in DEVICE_CHOICES:
             raise DLASError("hardware.device", device, DEVICE_CHOICES, layer="hardware")
         if not key or not isinstance(key, str):
@@ -117,6 +123,7 @@ class Hardware:
         self.tracker_host, self.tracker_port = tracker_host, tracker_port
         self.connect_timeout_s, self.session_timeout_s = connect_timeout_s, session_timeout_s
         self.request_timeout_s, self.startup_timeout_s = request_timeout_s, startup_timeout_s
+        self.measure_lock = measure_lock
 
     @property
     def runtime_device(self) -> str:
@@ -151,7 +158,13 @@ class Hardware:
     @contextmanager
     def tracker(self) -> Iterator[tuple[str, int, LocalRPC | None]]:
         """(host, port, local) of a tracker with a server under the key: the configured one
-        (local None), or a private loopback tracker + server started now and always stopped."""
+        (local None), or a private loopback tracker + server started now and always stopped;
+        held under the device's measurement lock (MetaSchedule times candidates through it)."""
+        with self.device_lock(), self._tracker() as found:
+            yield found
+
+    @contextmanager
+    def _tracker(self) -> Iterator[tuple[str, int, LocalRPC | None]]:
         if not self.is_local:
             yield self.tracker_host, self.tracker_port, None
             return
@@ -163,12 +176,25 @@ class Hardware:
             local.stop()
 
     @contextmanager
+    def device_lock(self) -> Iterator[float]:
+        """Hold the host-wide measurement lock of this device (if any); the seconds waited."""
+        if not self.measure_lock:
+            yield 0.0
+            return
+        with wait_for_lock(Path(self.measure_lock), f"{self.name}'s measurement lock",
+                           "measuring on it") as waited:
+            yield waited
+
+    @contextmanager
     def session(self) -> Iterator[RemoteSession]:
-        """A connected RPC session; local tracker/server (if ours) are always torn down."""
-        with terminate_on_sigterm(), self.tracker() as (host, port, local):
+        """A connected RPC session, under the device's measurement lock; local tracker/server
+        (if ours) are always torn down."""
+        with terminate_on_sigterm(), self.device_lock() as waited, \
+                self._tracker() as (host, port, local):
             sess = RemoteSession(self.key, host, port, connect_timeout_s=self.connect_timeout_s,
                                  session_timeout_s=self.session_timeout_s,
                                  request_timeout_s=self.request_timeout_s, local=local)
+            sess.lock_wait_s = waited
             try:
                 yield sess
             finally:

@@ -13,15 +13,19 @@ thread still inside TVM's C++ at interpreter exit aborts the process.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 import tvm.rpc
 
-from dlas.errors import DLASError
-from dlas.hardware.calls import call_with_timeout
+from dlas.errors import DLASError, first_line
+from dlas.hardware.calls import RETRYABLE, call_with_timeout
 from dlas.hardware.local_rpc import LocalRPC
 from dlas.hardware.tracker import check_key, request_server
+
+log = logging.getLogger(__name__)
+CONNECT_TRIES = 3  # servers of a key's pool tried for one session before giving up
 
 
 class RemoteSession:
@@ -34,6 +38,9 @@ class RemoteSession:
         # A request waits in the tracker queue while others hold every server under the key.
         self.request_timeout_s = request_timeout_s or session_timeout_s or None
         self.local = local
+        self.server: str | None = None  # address:port of the server granted (rows record it)
+        self.dropped: list[str] = []  # servers granted that did not take the session, and why
+        self.lock_wait_s = 0.0  # spent waiting for the host-wide measurement lock (Hardware)
         self.rpc: tvm.rpc.RPCSession | None = None
         self._fds: set[int] = set()  # this session's socket(s), found after connecting
         self.connect()
@@ -58,10 +65,21 @@ class RemoteSession:
                                    f"--port {self.port}`") from err
         before = _sockets_to({port})
         timeout = self.session_timeout_s or 0  # the server ends the session after this; 0: never
-        self.rpc = call_with_timeout(
-            lambda: tvm.rpc.connect(url, port, matchkey, session_timeout=timeout),
-            self.connect_timeout_s, f"connect to the RPC server {url}:{port} (key {self.key!r})")
+        try:
+            self.rpc = call_with_timeout(
+                lambda: tvm.rpc.connect(url, port, matchkey, session_timeout=timeout),
+                self.connect_timeout_s, f"connect to the RPC server {url}:{port} (key {self.key!r})")
+        except RETRYABLE as err:
+            # A dead server stays listed until the tracker sees its connection close, a hung
+            # one until it re-registers: drop it and ask the tracker for another of the pool.
+            self.dropped.append(f"{url}:{port}: {first_line(err)}")
+            if len(self.dropped) >= CONNECT_TRIES:
+                raise
+            log.warning("RPC server %s:%d (key %r) did not take the session (%s); asking the "
+                        "tracker for another", url, port, self.key, first_line(err))
+            return self.connect()
         self._fds = _sockets_to({port}) - before
+        self.server = f"{url}:{port}"
         return self
 
     def reconnect(self) -> RemoteSession:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -138,13 +139,18 @@ def deploy(cfg: DictConfig, planned: Plan | None = None, *, force: Force = NONE)
 
     start = time.perf_counter()
     with in_layer("hardware"), hardware.session() as session:
+        load_before = os.getloadavg()[0]
         result = measure.run(session, str(lib), x, device=hardware.runtime_device)
+        metrics["load_avg_measure"] = (load_before + os.getloadavg()[0]) / 2
         if measure.profile:
             metrics.update(layer_profile(measure, session, lib.parent, compile_metrics,
                                          hardware.runtime_device,
                                          result.latency["latency_ms_median"]))
         emulator = session.emulator()  # the board's server says; its latency is no board's
     metrics["measure_s"] = time.perf_counter() - start
+    metrics["rpc_server"] = session.server  # the one that measured (after any retry)
+    metrics["rpc_servers_dropped"] = session.dropped  # granted, but dead or hung
+    metrics["measure_lock_wait_s"] = session.lock_wait_s
     metrics.update(result.latency)
     metrics["target"] = str(hardware.target)
     metrics["hardware_machine"] = hardware.machine

@@ -15,7 +15,8 @@ NOT_DETERMINING = {
     "dataset": {"download", "verify", "num_workers", "eval_split", "eval_samples"},
     "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
                 "default_root_dir", "log_every_n_steps"},
-    "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s"},
+    "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s",
+                 "measure_lock"},
     # a profile is stored beside the point's row (a point asked for one without it is
     # measured again: dlas/sweep/task.py), not another point
     "measure": {"timeout_s", "retries", "profile", "profile_repeat"},

@@ -21,8 +21,9 @@ FIRST_S, EVERY_S = 5.0, 60.0  # a waiting process says so after FIRST_S, then ev
 
 
 @contextmanager
-def wait_for_lock(path: Path, what: str):
-    """Hold the lock at `path` for the block; while another process holds it, wait and say so."""
+def wait_for_lock(path: Path, what: str, doing: str = "computing it"):
+    """Hold the lock at `path` for the block; while another process holds it, wait and say so.
+    Yields the seconds waited."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,10 +37,10 @@ def wait_for_lock(path: Path, what: str):
             lock.acquire(timeout=wait)
             break
         except Timeout:
-            log.info("waiting for %s: another process is computing it (%.0f s so far, lock %s)",
-                     what, time.monotonic() - start, path)
+            log.info("waiting for %s: another process is %s (%.0f s so far, lock %s)",
+                     what, doing, time.monotonic() - start, path)
             wait = EVERY_S
     try:
-        yield
+        yield time.monotonic() - start
     finally:
         lock.release()

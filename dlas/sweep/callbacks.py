@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.results import ResultsStore
 from dlas.sweep.objectives import row_of
+from dlas.sweep.intake import RowIntake
 from dlas.sweep.progress import Progress, duration, sweep_jobs
 from dlas.sweep.summary import summary_table
 
@@ -85,13 +86,17 @@ class SweepSummary(Callback):
     failures by layer and reason, and exit 1 if any point failed.
 
     Progress is counted in the process that started the multirun (the basic launcher runs jobs
-    there); a launcher that runs jobs in other processes gets the end summary, read from the
-    results store, but no per-job line."""
+    there); a launcher that runs jobs in other processes gets a line when rows from its jobs
+    are taken in (RowIntake) and the end summary, read from the results store."""
 
     def __init__(self):
         self.progress: Progress | None = None
+        self.intake: RowIntake | None = None
         self.started = self.job_started = 0.0
         self.pid = None
+
+    def __getstate__(self) -> dict:  # launchers pickle callbacks for their workers
+        return {**self.__dict__, "intake": None}  # (the head's thread stays in the head)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -101,6 +106,7 @@ class SweepSummary(Callback):
         self.progress, self.started, self.pid = Progress(total), time.time(), os.getpid()
         print(f"sweep: {total if total is not None else 'an open number of'} jobs "
               f"-> {config.hydra.sweep.dir}", flush=True)
+        self.intake = RowIntake(ResultsStore.of(config.paths, head=True)).start()
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         self.job_started = time.time()
@@ -120,7 +126,10 @@ class SweepSummary(Callback):
         print(self.progress.line(now - self.started), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        rows = ResultsStore(config.paths.results).rows(sweep=config.hydra.sweep.dir)
+        store = ResultsStore.of(config.paths, head=True)
+        if self.intake is not None:
+            self.intake.stop()
+        rows = store.rows(sweep=config.hydra.sweep.dir)
         print(summary_table(rows), flush=True)
         if self.started:
             print(f"sweep took {duration(time.time() - self.started)}", flush=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -36,4 +37,7 @@ def environment(target=None) -> dict:
     return {"tvm": tvm.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "host": socket.gethostname(),
             "cpu": cpu_model(), "git_commit": git_commit(),
-            "target": str(target) if target is not None else None}
+            "target": str(target) if target is not None else None,
+            # the cluster job that measured it (SLURM array task), for its logs
+            "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID")),
+            "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}

@@ -76,7 +76,7 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
     row (as measured by `sweep`); the keys of the points re-timed."""
     if not cfgs or rounds < 1:
         return []
-    store = ResultsStore(cfgs[0].paths.results)
+    store = ResultsStore.of(cfgs[0].paths, head=True)  # (run by the sweep's head)
     points = [p for p in (_stored(cfg, store) for cfg in cfgs) if p is not None]
     start = time.perf_counter()
     for r in range(rounds):

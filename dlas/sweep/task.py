@@ -55,7 +55,7 @@ def run_point(cfg: DictConfig, stage: Callable[..., dict], *, plan: Callable | N
     A bad setting (ConfigError, from `plan` or from inside the stage) is raised without a row;
     every other outcome is recorded. A lock per point makes a second process that wants the
     same point (another sweep on the same outputs) wait for it and reuse its row."""
-    store = ResultsStore(cfg.paths.results)
+    store = ResultsStore.of(cfg.paths)
     key = point_key(cfg)
     force = Force.of(cfg.force, "compile", sweep)
     layers = layer_values(cfg)

@@ -31,6 +31,8 @@ def test_point_end_to_end_and_stage_reuse(make_cfg):
     assert m["latency_ms_median"] > 0 and m["latency_repeats"] == 3
     assert m["compile_s"] > 0 and m["scheduled_funcs"] > 0
     assert m["emulated"] is False and "emulator" not in m  # this machine's own CPU
+    assert m["rpc_server"].startswith("127.0.0.1:") and m["load_avg_measure"] >= 0
+    assert m["measure_lock_wait_s"] >= 0  # (the host-wide lock: conf/hardware/local.yaml)
     store = ArtifactStore(cfg.paths.artifacts)
     for stage, key in [("trained", train_key(cfg)), ("compressed", compress_key(cfg)),
                        ("compiled", compile_key(cfg))]:
