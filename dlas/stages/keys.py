@@ -16,19 +16,24 @@ NOT_DETERMINING = {
     "trainer": {"enable_progress_bar", "enable_model_summary", "logger", "callbacks",
                 "default_root_dir", "log_every_n_steps"},
     "hardware": {"tracker_host", "tracker_port", "connect_timeout_s", "session_timeout_s",
-                 "measure_lock"},
+                 "request_timeout_s", "startup_timeout_s", "measure_lock"},
     # a profile is stored beside the point's row (a point asked for one without it is
     # measured again: dlas/sweep/task.py), not another point
     "measure": {"timeout_s", "retries", "profile", "profile_repeat"},
     # a cache: where the tuning database lives does not change what a trial budget gives
     "codegen": {"database_dir"},
 }
+# Which board measures (its name, RPC key, machine, threads) determines the row, not the
+# library: the compile stage depends on the target, so boards that share one (a pool of
+# boards, or a board reached under another key) share one compiled library.
+MEASURED_ON = {"name", "key", "machine", "num_threads"}
 
 
-def determining(cfg: DictConfig, group: str) -> dict:
+def determining(cfg: DictConfig, group: str, leave_out: set[str] = frozenset()) -> dict:
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     if isinstance(node, dict):
-        node = {k: v for k, v in node.items() if k not in NOT_DETERMINING.get(group, ())}
+        node = {k: v for k, v in node.items()
+                if k not in NOT_DETERMINING.get(group, ()) and k not in leave_out}
     return node
 
 
@@ -45,12 +50,13 @@ def compress_key(cfg: DictConfig) -> str:
 
 def compile_key(cfg: DictConfig) -> str:
     return config_key("compile", compress_key(cfg), determining(cfg, "primitive"),
-                      determining(cfg, "codegen"), determining(cfg, "hardware"),
+                      determining(cfg, "codegen"), determining(cfg, "hardware", MEASURED_ON),
                       code_version("primitives", "codegen"))
 
 
 def point_key(cfg: DictConfig) -> str:
     """The results-store key of a point: everything that determines its row."""
-    return config_key("point", compile_key(cfg), determining(cfg, "measure"), cfg.logit_rtol,
+    return config_key("point", compile_key(cfg), determining(cfg, "hardware"),
+                      determining(cfg, "measure"), cfg.logit_rtol,
                       cfg.get("int8_reference_rtol"), cfg.get("int8_reference_samples"),
                       cfg.dataset.get("eval_samples"), cfg.dataset.get("eval_split"))

@@ -65,6 +65,19 @@ def test_board_devices_get_their_own_compile_keys(make_cfg):
     assert len(keys) == 4
 
 
+def test_boards_sharing_a_target_share_the_library_not_the_row(make_cfg):
+    from dlas.stages.keys import point_key
+
+    base = make_cfg("deploy", [])
+    for other in (["hardware.key=hikey"], ["hardware=local_1thread"],
+                  ["hardware.machine=twin"]):  # another board (or threads) of the same target
+        cfg = make_cfg("deploy", other)
+        assert compile_key(cfg) == compile_key(base) and point_key(cfg) != point_key(base), other
+    waits = make_cfg("deploy", ["hardware.request_timeout_s=3600", "hardware.startup_timeout_s=5"])
+    assert point_key(waits) == point_key(base)  # how long to wait determines nothing
+    assert compile_key(make_cfg("deploy", ["hardware=local_avx2"])) != compile_key(base)
+
+
 def test_tracker_address_comes_from_the_environment(make_cfg, monkeypatch):
     monkeypatch.setenv("DLAS_TRACKER_HOST", "10.1.2.3")
     monkeypatch.setenv("DLAS_TRACKER_PORT", "9999")

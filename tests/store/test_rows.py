@@ -37,15 +37,15 @@ def test_a_rows_only_job_never_opens_sqlite_and_the_head_takes_its_rows_in_once(
 
 def test_a_row_whose_job_died_before_the_database_write_is_taken_in(tmp_path):
     store = ResultsStore(tmp_path / "results.sqlite", rows=tmp_path / "rows")
-    store.record("k", status="ok", layers=LAYERS, metrics={"v": 1})
-    assert json.loads((tmp_path / "rows" / "k.json").read_text())["metrics"] == {"v": 1}
-    row = store.get("k") | {"metrics": {"v": 2}, "finished": time.time() + 1}
+    store.record("k", status="ok", layers=LAYERS, metrics={"epochs": 1})
+    assert json.loads((tmp_path / "rows" / "k.json").read_text())["metrics"] == {"epochs": 1}
+    row = store.get("k") | {"metrics": {"epochs": 2}, "finished": time.time() + 1}
     store.files.write(row)  # the file written, then the job killed: no database write
-    assert store.get("k")["metrics"] == {"v": 1}
-    assert store.ingest() == 1 and store.get("k")["metrics"] == {"v": 2}
+    assert store.get("k")["metrics"] == {"epochs": 1}
+    assert store.ingest() == 1 and store.get("k")["metrics"] == {"epochs": 2}
     # an older file (e.g. copied back from a node) never replaces a newer row
-    store.files.write(row | {"metrics": {"v": 0}, "finished": 1.0})
-    assert store.ingest() == 0 and store.get("k")["metrics"] == {"v": 2}
+    store.files.write(row | {"metrics": {"epochs": 0}, "finished": 1.0})
+    assert store.ingest() == 0 and store.get("k")["metrics"] == {"epochs": 2}
 
 
 def test_the_store_is_refused_on_a_network_filesystem(tmp_path, monkeypatch):
