@@ -1,6 +1,5 @@
 """Compile and measure points of the stack: `python deploy.py [-m] layer=value ...`."""
 from dlas.cli import entry
-from dlas.sweep.objectives import directions, returned
 
 
 def run(cfg, sweep=None):
@@ -15,12 +14,13 @@ def run(cfg, sweep=None):
 
 def check(cfg):
     """What a sweep checks of each of its points before the first one runs."""
-    if cfg.get("objectives"):
-        directions(cfg.objectives)
     from dlas.stages.deploy import plan
     from dlas.stages.force import Force
-
+    from dlas.sweep.objectives import directions
     from dlas.sweep.remeasure import rounds_of
+
+    if cfg.get("objectives"):
+        directions(cfg.objectives)
 
     Force.of(cfg.force, "compile")
     rounds_of(cfg.remeasure)
@@ -29,6 +29,8 @@ def check(cfg):
 
 def objective_values(cfg, row):
     """A multirun job's return: the objectives' values, for any sweeper plugin."""
+    from dlas.sweep.objectives import returned
+
     return returned(row, cfg.get("objectives"))
 
 

@@ -46,7 +46,7 @@ from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import LayerCounts, Primitive
-from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni
+from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni, register_all
 from dlas.primitives.schedule_utils import extent, root_blocks
 from dlas.store.locks import wait_for_lock
 
@@ -115,6 +115,7 @@ class AutoSchedule(Untuned):
         from dlas.hardware.base import LocalCPU  # codegen must not import hardware at load time
 
         hardware = hardware if hardware is not None else LocalCPU(target=target)
+        register_all()  # the database's records may name any of DLAS's int8 intrinsics
         primitive, choices = auto_format.resolve(mod, primitive, target, hardware)
         target = tuning_target(target, hardware)
         counts = LayerCounts()

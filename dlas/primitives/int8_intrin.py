@@ -41,6 +41,8 @@ without a clash.
 """
 from __future__ import annotations
 
+import functools
+
 from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
@@ -144,14 +146,29 @@ def _sdot(a, b, c):
     return _llvm("llvm.aarch64.neon.sdot.v4i32.v16i8", "int32x4", c, b, a)
 
 
-for (_path, _dtype), _body in (
-        ((VNNI, "uint8"), _vnni),
-        ((AVX512, "uint8"), _madd_pair(16, "llvm.x86.avx512.pmaddubs.w.512",
-                                       "llvm.x86.avx512.pmaddw.d.512")),
-        ((AVX2, "uint8"), _madd_pair(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
-        ((AVX2, "int8"), _avx2_sign), ((SDOT, "int8"), _sdot)):
-    TensorIntrin.register(INTRINSICS[_path, _dtype], _intrin(LANES[_path], _dtype),
-                          _intrin(LANES[_path], _dtype, _body), override=True)
+_BODIES = {(VNNI, "uint8"): _vnni,
+           (AVX512, "uint8"): _madd_pair(16, "llvm.x86.avx512.pmaddubs.w.512",
+                                         "llvm.x86.avx512.pmaddw.d.512"),
+           (AVX2, "uint8"): _madd_pair(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+           (AVX2, "int8"): _avx2_sign, (SDOT, "int8"): _sdot}
+
+
+@functools.cache
+def intrinsic(path: str, activations: str) -> str:
+    """The name `path`'s tensor intrinsic for `activations` is registered under, registered
+    on first use: parsing the TVMScript of all five costs ~3 s, which every import of the
+    codegen would pay while a build uses one."""
+    name = INTRINSICS[path, activations]
+    TensorIntrin.register(name, _intrin(LANES[path], activations),
+                          _intrin(LANES[path], activations, _BODIES[path, activations]),
+                          override=True)
+    return name
+
+
+def register_all() -> None:
+    """Every DLAS intrinsic, registered: tuning records replayed from a database name theirs."""
+    for path, activations in INTRINSICS:
+        intrinsic(path, activations)
 
 
 def fix_stock_vnni() -> None:

@@ -27,7 +27,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.int8_intrin import INTRINSICS, LANES, int8_path
+from dlas.primitives.int8_intrin import LANES, int8_path, intrinsic
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, largest_divisor,
                                             open_conv, register_tile, sampled_split,
                                             vectorize_epilogue)
@@ -75,7 +75,7 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         init = sch.decompose_reduction(conv, rb)
         sch.vectorize(sch.get_loops(init)[-1])
         activations = str(sch.get(producers[-1]).writes[0].source.dtype)  # data pack: u8, s8
-        sch.tensorize(sch.get_loops(conv)[-2], INTRINSICS[path, activations])
+        sch.tensorize(sch.get_loops(conv)[-2], intrinsic(path, activations))
         vectorize_epilogue(sch, epilogue, LANES[path])
         for producer in producers:  # data_pack
             _schedule_pack(sch, producer, parallel)
