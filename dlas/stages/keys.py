@@ -5,6 +5,8 @@ locations, tracker addresses, timeouts) are left out, so changing them reuses ou
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.artifacts import code_version, config_key
@@ -29,7 +31,7 @@ NOT_DETERMINING = {
 MEASURED_ON = {"name", "key", "machine", "num_threads"}
 
 
-def determining(cfg: DictConfig, group: str, leave_out: set[str] = frozenset()) -> dict:
+def determining(cfg: DictConfig, group: str, leave_out: Collection[str] = ()) -> dict:
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     if isinstance(node, dict):
         node = {k: v for k, v in node.items()

@@ -10,8 +10,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.store.results import ResultsStore
-from dlas.sweep.objectives import row_of
 from dlas.sweep.intake import RowIntake
+from dlas.sweep.objectives import row_of
 from dlas.sweep.progress import Progress, duration, sweep_jobs
 from dlas.sweep.summary import summary_table
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.errors import ConfigError, DLASError, Unsupported, first_line, layer_of
+from dlas.hardware.profile import PROFILE
 from dlas.stages.force import Force
 from dlas.stages.keys import point_key
-from dlas.hardware.profile import PROFILE
 from dlas.store.results import LAYERS, ResultsStore
 from dlas.sweep.environment import environment
 from dlas.sweep.summary import row_line
