@@ -14,7 +14,10 @@ def run(cfg, sweep=None):
 
     where = cfg.report.where
     where = OmegaConf.to_container(where) if OmegaConf.is_config(where) else where
-    df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep)
+    df, info = load(cfg.paths.results, where=where, sweep=cfg.report.sweep,
+                    rows=cfg.paths.get("rows"))
+    if info["taken_in"]:
+        print(f"results store: took in {info['taken_in']} rows from row files", flush=True)
     search = load_search(cfg.paths.results, cfg.report.search)
     layer_profiles = profiles.load(cfg.paths.results, df)
     report = write_report(df, info, cfg.report.out, search=search,

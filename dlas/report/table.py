@@ -207,15 +207,20 @@ def apply_where(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
     return df
 
 
-def load(results: str | Path, *, where=None, sweep: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """The filtered table and what was selected (store path, sweep, filters, counts)."""
+def load(results: str | Path, *, where=None, sweep: str | None = None,
+         rows: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The filtered table and what was selected (store path, sweep, filters, counts, the rows
+    taken in). rows: the folder of row files (paths.rows); the ones jobs handed over since the
+    sweep's head last took them in (a head killed, jobs still running) are taken in first."""
     path = Path(results)
-    if not path.is_file():
+    if not path.is_file() and not (rows is not None and any(Path(rows).glob("*.json"))):
         raise DLASError("paths.results", str(path), reason="no results store here; run deploy.py "
                         "first or point paths.results at one")
     filters = parse_where(where)
-    rows, chosen = select_sweep(ResultsStore(path), sweep)
-    df = to_frame(rows)
+    store = ResultsStore(path, rows=rows)
+    taken = store.ingest()
+    found, chosen = select_sweep(store, sweep)
+    df = to_frame(found)
     if df.empty:
         raise DLASError("results store", str(path), reason="no points" + (
             f" in sweep {chosen}" if chosen else ""))
@@ -223,6 +228,7 @@ def load(results: str | Path, *, where=None, sweep: str | None = None) -> tuple[
     if df.empty:
         raise DLASError("report.where", where, reason="no point matches every filter")
     info = {"results": str(path), "sweep": chosen, "where": filters, "points": len(df),
+            "taken_in": taken,
             "status": {s: int((df["status"] == s).sum()) for s in ("ok", "unsupported", "failed")}}
     return df, info
 

@@ -53,6 +53,24 @@ def test_sweep_selection(tmp_path):
         load(tmp_path / "none.sqlite")
 
 
+def test_rows_jobs_handed_over_are_taken_in_before_the_report(tmp_path):
+    """A cluster's jobs write row files only; a report made while the sweep's head is gone
+    (killed, or the jobs still running) takes them in first."""
+    db, rows = tmp_path / "head" / "r.sqlite", tmp_path / "shared" / "rows"
+    layers = dict(dataset="d", model="m", compression="none", primitive="direct-dense",
+                  codegen="untuned", hardware="local")
+    job = ResultsStore(db, rows=rows, rows_only=True)
+    job.record("a", status="ok", layers=layers, sweep="/x/runs/multirun_1",
+               metrics={"latency_ms_median": 1.0})
+    df, info = load(db, rows=rows, sweep="latest")  # no database yet: the files are the rows
+    assert list(df["key"]) == ["a"] and info["taken_in"] == 1
+    job.record("b", status="failed", layers=layers | {"model": "n"}, sweep="/x/runs/multirun_1",
+               layer="hardware", reason="gone")
+    df, info = load(db, rows=rows)
+    assert sorted(df["key"]) == ["a", "b"] and info["taken_in"] == 1
+    assert load(db)[1]["taken_in"] == 0 and len(load(db)[0]) == 2  # stored, not read again
+
+
 def test_labels_tell_apart_settings_within_a_name(tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")
     for i, ratio in enumerate((0.5, 0.9)):
