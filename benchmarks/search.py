@@ -1,6 +1,6 @@
 """A search against the full grid of the same space: hypervolume of each front.
 
-    python benchmarks/search.py [--trials 12] [--seeds 3] [--sampler nsgaii] [-- DEPLOY OVERRIDES]
+    python benchmarks/search.py [--trials 12] [--seeds 3] [--sampler tpe] [-- DEPLOY OVERRIDES]
 
 The overrides define the grid (default `experiment=study_local`, 32 points, about an hour on
 2 cores the first time). The grid runs first as a basic multirun (points already in the results
@@ -35,7 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sampler", default="nsgaii", help="nsgaii, tpe or random")
+    parser.add_argument("--sampler", default="tpe", help="tpe (the sweeper's), nsgaii, random")
     parser.add_argument("overrides", nargs="*", default=["experiment=study_local"])
     args = parser.parse_args()
     grid = run(["deploy.py", "-m", *args.overrides])

@@ -1,7 +1,9 @@
 """Shared fixtures: Hydra configs composed the way the entry points compose them."""
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -62,3 +64,31 @@ def no_account(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+
+
+@pytest.fixture(scope="session")
+def default_point_artifacts(tmp_path_factory) -> Path:
+    """The stored stages of the default point at debug=fast (digits, resnet18 trained, not
+    compressed, compiled with direct/untuned for the local CPU), made once per session by a real
+    deploy.run: the tests that start from them copy them (`seed_outputs`) instead of training
+    and compiling resnet18 again each."""
+    import deploy
+
+    root = tmp_path_factory.mktemp("default_point")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("deploy", [f"paths.root={root}", "logger.mode=disabled", "debug=fast"])
+    row = deploy.run(cfg)
+    assert row["status"] == "ok", row["reason"]
+    return Path(cfg.paths.artifacts)
+
+
+@pytest.fixture
+def seed_outputs(default_point_artifacts):
+    """seed_outputs(root): an outputs folder whose artifacts are the default point's (a copy:
+    tests may damage theirs), and no results: every point is still measured."""
+
+    def seed(root: Path) -> Path:
+        shutil.copytree(default_point_artifacts, Path(root) / "artifacts", dirs_exist_ok=True)
+        return Path(root)
+
+    return seed
