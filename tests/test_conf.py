@@ -36,3 +36,17 @@ def test_every_group_has_options():
     for group in ("dataset", "model", "compression", "primitive", "codegen", "hardware"):
         assert group_options(group), group
     assert (Path(CONF_DIR) / "local" / "README.md").is_file()
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dlas.cli import CONF_DIR
+
+    folders = []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for _ in range(2):
+            cfg = compose("deploy", [f"paths.root={tmp_path}"], return_hydra_config=True)
+            folders.append((cfg.hydra.run.dir, cfg.hydra.sweep.dir))
+    assert folders[0][0] != folders[1][0] and folders[0][1] != folders[1][1]
+    assert folders[0][1].startswith(f"{tmp_path}/runs/multirun_")
