@@ -52,8 +52,7 @@ class _Point:
     load: list = field(default_factory=list)    # per round: load average around it
 
 
-def _stored(cfg: DictConfig, store: ResultsStore) -> _Point | None:
-    key = point_key(cfg)
+def _stored(cfg: DictConfig, store: ResultsStore, key: str) -> _Point | None:
     row = store.get(key)
     folder = ArtifactStore(cfg.paths.artifacts).path("compiled", compile_key(cfg))
     lib = folder / LIB
@@ -77,7 +76,13 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
     if not cfgs or rounds < 1:
         return []
     store = ResultsStore.of(cfgs[0].paths, head=True)  # (run by the sweep's head)
-    points = [p for p in (_stored(cfg, store) for cfg in cfgs) if p is not None]
+    points, seen = [], set()
+    for cfg in cfgs:  # jobs that are one point (e.g. csr of a dense model) are timed once
+        key = point_key(cfg)
+        if key not in seen:
+            seen.add(key)
+            points.append(_stored(cfg, store, key))
+    points = [p for p in points if p is not None]
     start = time.perf_counter()
     for r in range(rounds):
         for i, point in enumerate(points):

@@ -117,7 +117,8 @@ def _reusable(store: ResultsStore, key: str, force: Force, sweep: str | None,
         log.info("point %s measured without measure.profile: measuring it again", key)
         return None
     store.mark_seen(key, sweep)
-    log.info("point %s already measured (ok); force=measure measures it again", key)
+    log.info("point %s already measured (ok): reused (force=measure would measure it again)",
+             key)
     print(row_line(done | {"sweep": sweep}, reused=True), flush=True)
     return done
 

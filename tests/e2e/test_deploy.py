@@ -79,12 +79,13 @@ def test_sweep_killed_midway_resumes_without_duplicates(tmp_path, seed_outputs):
     assert all(r["status"] == "ok" for r in rows)
 
     # run again, both points are reused and re-timed without compiling, interleaved round
-    # by round
+    # by round, each once (4 jobs: num_workers does not change a point)
     libs = {p: p.stat().st_mtime_ns for p in tmp_path.glob("artifacts/compiled/*/model.so")}
     start = time.perf_counter()
-    proc = sweep(tmp_path, "compression=none,unstructured", "remeasure=2")
+    proc = sweep(tmp_path, "compression=none,unstructured", "dataset.num_workers=0,1",
+                 "remeasure=2")
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and out.count("ok (reused)") == 2, out
+    assert proc.returncode == 0 and out.count("ok (reused)") == 4, out
     assert time.perf_counter() - start < 60
     order = [line.split("remeasure ")[1][:20] for line in out.splitlines() if "remeasure round" in line]
     assert order == ["round 1/2, point 1/2", "round 1/2, point 2/2", "round 2/2, point 1/2",
