@@ -79,6 +79,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
                    "remeasured": int(((df["status"] == "ok") & df["latency_ms"].notna()).sum())
                    - len(ok)}
     int8 = stats.int8_accuracy(df)
+    rounds = stats.latency_rounds(df)
     tables = {
         "points.csv": (_columns(df, POINT_COLUMNS), "every selected point"),
         "pareto.csv": (_columns(ok[front], POINT_COLUMNS), "points on the accuracy–latency front"),
@@ -97,6 +98,8 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
                                     "model and DLAS's integer reference"),
         "emulated.csv": (emulated, "points measured on an emulated board (accuracy only; "
                                    "latency is the emulator's)"),
+        "latency_rounds.csv": (rounds, "points re-timed by remeasure: each round's median, "
+                                       "their spread and the load average"),
     }
     searched = compare(search, ok) if search is not None else None
     if searched is not None:
@@ -172,7 +175,7 @@ def write_report(df: pd.DataFrame, info: dict, out_dir: str | Path,
     page = html.write(out / "report.html", info=info, observations=obs, obs_csv=OBS_CSV,
                       figures=fig_entries, not_ok=not_ok, int8=int8, emulated=emulated,
                       search=None if searched is None else (search.name, searched["table"]),
-                      profile=prof,
+                      profile=prof, rounds=rounds,
                       tables={what: (out / name, len(t)) for name, (t, what) in tables.items()})
     return Report(html=page, info=info, observations=obs, figures=drawn,
                   tables={name: t for name, (t, _) in tables.items()})

@@ -92,11 +92,13 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
           tables: dict[str, tuple[Path, int]], int8: pd.DataFrame | None = None,
           emulated: pd.DataFrame | None = None,
           search: tuple[str, pd.DataFrame] | None = None,
-          profile: pd.DataFrame | None = None) -> Path:
+          profile: pd.DataFrame | None = None,
+          rounds: pd.DataFrame | None = None) -> Path:
     """figures: (id, title, png or None, caption or why it is missing); int8: int8's
     accuracy cost per point (stats.int8_accuracy); emulated: rows of emulated boards, shown
     apart (in no figure, observation or comparison); profile: the per-layer profiles side by
-    side (profiles.side_by_side)."""
+    side (profiles.side_by_side); rounds: the points re-timed by remeasure
+    (stats.latency_rounds)."""
     has_profile = profile is not None and not profile.empty
     counts = info["status"]
     where = ", ".join(f"{k}={'|'.join(v)}" for k, v in info["where"].items()) or "none"
@@ -115,6 +117,7 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
         + [(f"fig-{f[0]}", f[1].split(":")[0]) for f in figures]
         + ([("search", "Search")] if search is not None else [])
         + ([("profile", "Per-layer profile")] if has_profile else [])
+        + ([("rounds", "Re-measured latency")] if rounds is not None and len(rounds) else [])
         + [("int8", "int8 accuracy"), ("not-ok", "Unsupported and failed")]
         + ([("emulated", "Emulated boards")] if emulated is not None and len(emulated) else [])
         + [("tables", "Tables")]) + "</nav>"
@@ -139,6 +142,13 @@ def write(path: Path, *, info: dict, observations: list[Observation], obs_csv: d
             "to the whole model's measured latency. Every call, with its function name and "
             "share of the sum, is in profile.csv.</p>"
             + table(profile, "profile_side_by_side.csv", wide=(), fold=False, max_rows=200))
+    timed = ("" if rounds is None or rounds.empty else
+             '<h2 id="rounds">Re-measured latency: spread across rounds</h2><p class="meta">'
+             "Points re-timed without compiling (remeasure=N), all points in round 1, then all "
+             "in round 2...: each round's median (ms), their spread ((max - min) / median) and "
+             "the 1-minute load average during each round, the most spread first. A point's "
+             "latency is the median of every round's repeats pooled.</p>"
+             + table(rounds, "latency_rounds.csv", fold=False, max_rows=100))
     obs = "".join(observation(o, obs_csv.get(o.slug)) for o in observations)
     figs = []
     for fid, title, png, caption in figures:
@@ -158,6 +168,7 @@ the statistic behind it, the rule that decides, and the evidence.</p>{obs}
 {found}
 <h2 id="figures">Figures</h2>{''.join(figs)}
 {prof}
+{timed}
 <h2 id="int8">int8: accuracy cost and agreement</h2>
 <p class="meta">Per int8 point: accuracy of the float32 model, of PyTorch's Q/DQ model
 (accuracy_torch) and of the compiled model on the same samples; int8_cost = compiled - float32;

@@ -213,6 +213,21 @@ INT8_COLUMNS = ["status", *LAYERS, "eval_samples", "accuracy_float", "accuracy_t
                 "logit_rel_diff", "reference_rel_diff", "reference_agreement"]
 
 
+ROUND_COLUMNS = ["status", *LAYERS, "latency_ms", "latency_round_medians",
+                 "latency_round_spread", "load_avg_rounds", "latency_repeats"]
+
+
+def latency_rounds(df: pd.DataFrame) -> pd.DataFrame:
+    """The points re-timed by remeasure=N: each round's median, their spread ((max - min) /
+    median) and the load average during each round, the most spread first; latency_ms is
+    the median of every round's repeats pooled."""
+    if "latency_round_medians" not in df:
+        return pd.DataFrame(columns=ROUND_COLUMNS)
+    rows = df[df["latency_round_medians"].notna()]
+    return rows[[c for c in ROUND_COLUMNS if c in rows]].sort_values(
+        "latency_round_spread", ascending=False).reset_index(drop=True)
+
+
 def int8_accuracy(df: pd.DataFrame) -> pd.DataFrame:
     """int8's accuracy cost per point that measured its compiled model (ok, or failed with its
     metrics kept): int8_cost = compiled int8 accuracy - the float32 model's on the same

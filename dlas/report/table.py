@@ -158,6 +158,10 @@ ALWAYS = ("accuracy_compiled", "accuracy_torch", "size_bytes", "latency_ms_media
           "tuning_s", "macs", "number_format", "noisy", "budget_hit")
 
 
+# remeasure's per-round lists (dlas/sweep/remeasure.py), shown as "6.92 / 6.67 / 6.77"
+ROUND_LISTS = ("latency_round_medians", "load_avg_rounds")
+
+
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per point: base columns, every scalar metric, labels and derived columns."""
     records = []
@@ -167,6 +171,8 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
         for name, value in (r.get("metrics") or {}).items():
             if name not in rec and (value is None or isinstance(value, (int, float, str, bool))):
                 rec[name] = value
+            elif name in ROUND_LISTS and isinstance(value, list):  # one value per round
+                rec[name] = " / ".join(f"{v:.3g}" for v in value)
         rec["compression_base"] = compression_base(r)
         records.append(rec)
     df = pd.DataFrame.from_records(records)

@@ -82,3 +82,27 @@ def test_emulated_rows_are_kept_apart_and_labelled(tmp_path):
     grid_store(tmp_path / "real.sqlite", hardware=("local",))
     df, info = load(tmp_path / "real.sqlite")
     assert 'id="emulated"' not in write_report(df, info, tmp_path / "out2").html.read_text()
+
+
+def test_remeasured_points_show_their_spread_across_rounds(tmp_path, report):
+    from dlas.store.results import ResultsStore
+
+    assert 'id="rounds"' not in report.html.read_text()  # nothing re-timed: no such section
+    store = ResultsStore(tmp_path / "r.sqlite")
+    layers = dict(dataset="d", model="m", compression="none", primitive="direct-dense",
+                  codegen="untuned", hardware="local")
+    for key, medians in [("steady", [2.0, 2.02, 1.98]), ("drifting", [2.0, 3.0, 2.5])]:
+        store.record(key, status="ok", layers=layers | {"model": key}, metrics={
+            "latency_ms_median": float(sorted(medians)[1]), "latency_round_medians": medians,
+            "latency_round_spread": (max(medians) - min(medians)) / sorted(medians)[1],
+            "load_avg_rounds": [0.5, 1.5, 0.75], "latency_repeats": 30})
+    store.record("once", status="ok", layers=layers | {"model": "once"},
+                 metrics={"latency_ms_median": 1.0})
+    df, info = load(store.path)
+    page = write_report(df, info, tmp_path / "out").html.read_text()
+    rounds = pd.read_csv(tmp_path / "out" / "latency_rounds.csv")
+    assert list(rounds["model"]) == ["drifting", "steady"]  # the most spread first
+    assert list(rounds["latency_round_medians"]) == ["2 / 3 / 2.5", "2 / 2.02 / 1.98"]
+    assert rounds["latency_round_spread"][0] == pytest.approx(0.4)
+    assert list(rounds["load_avg_rounds"]) == ["0.5 / 1.5 / 0.75"] * 2
+    assert 'id="rounds"' in page and "2 / 3 / 2.5" in page
