@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -9,6 +10,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from dlas.cli import CONF_DIR
+
+
+def pytest_configure(config):
+    # Started in the background by a non-interactive shell (`pytest &`, nohup), pytest inherits
+    # SIGINT ignored, and so would every process it starts (an ignored signal survives exec):
+    # the Ctrl-C tests need it delivered as in a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
