@@ -160,7 +160,7 @@ class Hardware:
         """(host, port, local) of a tracker with a server under the key: the configured one
         (local None), or a private loopback tracker + server started now and always stopped;
         held under the device's measurement lock (MetaSchedule times candidates through it)."""
-        with self.device_lock(), self._tracker() as found:
+        with self._tracker() as found, self.device_lock():
             yield found
 
     @contextmanager
@@ -188,9 +188,10 @@ class Hardware:
     @contextmanager
     def session(self) -> Iterator[RemoteSession]:
         """A connected RPC session, under the device's measurement lock; local tracker/server
-        (if ours) are always torn down."""
-        with terminate_on_sigterm(), self.device_lock() as waited, \
-                self._tracker() as (host, port, local):
+        (if ours) are always torn down. A private server starts before the lock is taken
+        (starting one is no more timing than a compile, which may overlap a measurement)."""
+        with terminate_on_sigterm(), self._tracker() as (host, port, local), \
+                self.device_lock() as waited:
             sess = RemoteSession(self.key, host, port, connect_timeout_s=self.connect_timeout_s,
                                  session_timeout_s=self.session_timeout_s,
                                  request_timeout_s=self.request_timeout_s, local=local)

@@ -49,15 +49,17 @@ def test_point_end_to_end_and_stage_reuse(make_cfg, tmp_path, seed_outputs):
         cfg.paths.results).get(row["key"])["finished"]
 
 
-def sweep(tmp_path, points="compression=none,unstructured", *extra):
-    args = [sys.executable, "deploy.py", "-m", points, "debug=fast", "measure.repeat=2", *extra]
+def sweep(tmp_path, points="measure.repeat=2,3", *extra):
+    """Two points that differ only in their timing: they share the stages seed_outputs stored."""
+    repeat = [] if "measure.repeat=" in points else ["measure.repeat=2"]
+    args = [sys.executable, "deploy.py", "-m", points, "debug=fast", *repeat, *extra]
     return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(tmp_path)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
 def test_sweep_killed_midway_resumes_without_duplicates(tmp_path, seed_outputs):
-    seed_outputs(tmp_path)  # the first point's stages: it is measured at once
+    seed_outputs(tmp_path)  # the points' stages: each is measured at once
     proc = sweep(tmp_path)
     lines = []
     for line in proc.stdout:  # kill the sweep as soon as its first point is recorded
@@ -75,26 +77,26 @@ def test_sweep_killed_midway_resumes_without_duplicates(tmp_path, seed_outputs):
     assert "sweep summary: 2 points — 2 ok, 0 unsupported, 0 failed" in out
     assert out.count("ok (reused)") == 1  # the point measured before the kill
     rows = ResultsStore(tmp_path / "results.sqlite").rows()
-    assert sorted(r["compression"] for r in rows) == ["none", "unstructured"]
+    assert sorted(r["metrics"]["latency_repeats"] for r in rows) == [2, 3]
     assert all(r["status"] == "ok" for r in rows)
 
     # run again, both points are reused and re-timed without compiling, interleaved round
     # by round, each once (4 jobs: num_workers does not change a point)
     libs = {p: p.stat().st_mtime_ns for p in tmp_path.glob("artifacts/compiled/*/model.so")}
     start = time.perf_counter()
-    proc = sweep(tmp_path, "compression=none,unstructured", "dataset.num_workers=0,1",
-                 "remeasure=2")
+    proc = sweep(tmp_path, "measure.repeat=2,3", "dataset.num_workers=0,1", "remeasure=2")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and out.count("ok (reused)") == 4, out
     assert time.perf_counter() - start < 60
     order = [line.split("remeasure ")[1][:20] for line in out.splitlines() if "remeasure round" in line]
     assert order == ["round 1/2, point 1/2", "round 1/2, point 2/2", "round 2/2, point 1/2",
                      "round 2/2, point 2/2"], out
-    assert {p: p.stat().st_mtime_ns for p in libs} == libs and len(libs) == 2
+    assert {p: p.stat().st_mtime_ns for p in libs} == libs and len(libs) == 1
     for row in ResultsStore(tmp_path / "results.sqlite").rows():
         m = row["metrics"]
         assert len(m["latency_round_medians"]) == len(m["load_avg_rounds"]) == 2
-        assert m["latency_repeats"] == 4 and m["latency_round_spread"] >= 0
+        assert m["latency_repeats"] == 2 * row["config"]["measure"]["repeat"]
+        assert m["latency_round_spread"] >= 0
 
 
 def test_failing_point_does_not_stop_the_sweep(tmp_path, monkeypatch, free_port, seed_outputs):
