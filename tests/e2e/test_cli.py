@@ -1,4 +1,8 @@
-"""The entry points as a user runs them: bad input gives one line and a non-zero exit."""
+"""The entry points as a user runs them: bad input gives one line and a non-zero exit.
+
+Every case runs deploy.py's main() in this process (the imports paid once); two run it as a
+fresh interpreter does, where nothing else was imported or set up before.
+"""
 import os
 import subprocess
 import sys
@@ -15,7 +19,21 @@ def run(args, tmp_path, script="deploy.py", timeout=120):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("args, expected", [
+def run_here(args, tmp_path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """deploy.py's main() in this process: (exit status, stdout, stderr)."""
+    import deploy
+
+    monkeypatch.setenv("DLAS_OUTPUTS", str(tmp_path))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # (main() sets it: restored after the test)
+    monkeypatch.setattr(sys, "argv", ["deploy.py", *args, "logger.mode=disabled"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        deploy.main()
+    out = capsys.readouterr()
+    return stopped.value.code, out.out, out.err
+
+
+CASES = [
     (["model=foo"], "model='foo': no such model config (valid: densenet161, efficientnet_b0, "
                     "mnasnet1_0, mobilenetv2, resnet18, resnet50, vgg16)"),
     (["-m", "model=resnet18,foo"], "model='foo'"),
@@ -28,11 +46,23 @@ def run(args, tmp_path, script="deploy.py", timeout=120):
     (["compression=channel", "compression.steps=[channel,prune_all]"],
      "compression step='prune_all'"),
     (["hardware.tracker_host=127.0.0.1", "hardware.tracker_port=1"], "127.0.0.1:1"),
-])
-def test_bad_input_gives_one_line(args, expected, tmp_path):
+]
+
+
+def one_line_error(code, out, err, expected):
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err + out
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0]
+
+
+@pytest.mark.parametrize("args, expected", CASES)
+def test_bad_input_gives_one_line(args, expected, tmp_path, monkeypatch, capsys):
+    one_line_error(*run_here(args, tmp_path, monkeypatch, capsys), expected)
+
+
+@pytest.mark.parametrize("args, expected", [CASES[1], CASES[5]])
+def test_bad_input_gives_one_line_from_a_fresh_interpreter(args, expected, tmp_path):
     out = run(args, tmp_path)
-    assert out.returncode != 0
-    err = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert "Traceback" not in out.stderr + out.stdout
-    assert len(err) == 1 and err[0].startswith("error: "), out.stderr
-    assert expected in err[0]
+    one_line_error(out.returncode, out.stdout, out.stderr, expected)
