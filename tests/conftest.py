@@ -91,7 +91,7 @@ def default_point_artifacts(tmp_path_factory) -> Path:
     return Path(cfg.paths.artifacts)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def seed_outputs(default_point_artifacts):
     """seed_outputs(root): an outputs folder whose artifacts are the default point's (a copy:
     tests may damage theirs), and no results: every point is still measured."""

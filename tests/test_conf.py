@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dlas.cli import CONF_DIR, group_options
@@ -39,10 +40,6 @@ def test_every_group_has_options():
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from dlas.cli import CONF_DIR
-
     folders = []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for _ in range(2):

@@ -76,13 +76,10 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
     if not cfgs or rounds < 1:
         return []
     store = ResultsStore.of(cfgs[0].paths, head=True)  # (run by the sweep's head)
-    points, seen = [], set()
-    for cfg in cfgs:  # jobs that are one point (e.g. csr of a dense model) are timed once
-        key = point_key(cfg)
-        if key not in seen:
-            seen.add(key)
-            points.append(_stored(cfg, store, key))
-    points = [p for p in points if p is not None]
+    jobs = {}  # jobs that are one point (e.g. csr of a dense model) are timed once
+    for cfg in cfgs:
+        jobs.setdefault(point_key(cfg), cfg)
+    points = [p for p in (_stored(cfg, store, key) for key, cfg in jobs.items()) if p is not None]
     start = time.perf_counter()
     for r in range(rounds):
         for i, point in enumerate(points):

@@ -1,7 +1,6 @@
 """report.py on a real (tiny) sweep: deploy.py measures one point, report.py reports it."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, default_point_artifacts):
+def outputs(tmp_path_factory, seed_outputs):
     """A results store with one real point, measured by a one-point sweep with its profile
     (its stages stored by the session's default point)."""
-    root = tmp_path_factory.mktemp("outputs")
-    shutil.copytree(default_point_artifacts, root / "artifacts")
+    root = seed_outputs(tmp_path_factory.mktemp("outputs"))
     proc = subprocess.run([sys.executable, "deploy.py", "-m", "debug=fast", "measure.repeat=2",
                            "measure.profile=true", "measure.profile_repeat=2"],
                           cwd=ROOT, env={**os.environ, "DLAS_OUTPUTS": str(root)},
