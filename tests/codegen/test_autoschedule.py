@@ -23,6 +23,8 @@ from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.primitives.gemm import Gemm
 
+pytestmark = pytest.mark.slow
+
 TRIALS = 4
 
 

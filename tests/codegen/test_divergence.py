@@ -17,6 +17,8 @@ from dlas.primitives import Direct
 from tests.codegen.int8_structures import STRUCTURES, inputs, quantized, tiny
 from tests.codegen.test_quantized import HOST
 
+pytestmark = pytest.mark.slow
+
 INT8_RTOL = 5e-2  # conf/deploy.yaml logit_rtol.int8: the step of the logits' row
 
 

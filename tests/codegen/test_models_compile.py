@@ -30,6 +30,8 @@ from dlas.hardware.base import make_target
 from dlas.models import MODELS, make_model
 from dlas.primitives import Direct
 
+pytestmark = pytest.mark.slow
+
 SIZES = {32: 10, 224: 1000}  # image side -> num_classes
 # ~80 s and ~35 s here (densenet161@224: 50 s of it compiling 175 PrimFuncs)
 SLOW = {("densenet161", 224), ("densenet161", 32)}

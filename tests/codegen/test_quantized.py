@@ -3,6 +3,7 @@ int32 accumulation, whose results equal PyTorch's quantize/dequantize reference.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import tvm
@@ -69,6 +70,7 @@ def test_int8_graph_imports_as_integer_ops_and_matches_pytorch():
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6
 
 
+@pytest.mark.slow
 def test_int8_resnet18_weights_take_a_quarter_of_the_bytes():
     torch.manual_seed(0)
     net = rescale(make_model("resnet18", 10, 32))

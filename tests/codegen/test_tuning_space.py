@@ -17,6 +17,8 @@ from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.store.artifacts import code_version
 
+pytestmark = pytest.mark.slow
+
 SAMPLE = "SamplePerfectTile"
 
 

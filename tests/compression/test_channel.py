@@ -35,6 +35,7 @@ def convs(net: nn.Module) -> dict[str, nn.Conv2d]:
     return {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_shrinks_and_stays_exportable(name):
     torch.manual_seed(0)

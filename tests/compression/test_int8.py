@@ -66,6 +66,7 @@ def test_int8_model_survives_the_store(tmp_path):
     back.eval()  # exported graphs accept train()/eval() (evaluate() and Lightning call them)
 
 
+@pytest.mark.slow
 def test_qat_with_a_lightning_trainer_on_digits(digits):
     """The recipe's real fine-tuning path: Lightning's Trainer (bf16 autocast) over the
     fake-quantized exported graph."""

@@ -1,8 +1,12 @@
 """deploy.run on the generated CIFAR-10 and ImageNet folders: the real loaders through every stage."""
 from __future__ import annotations
 
+import pytest
+
 import deploy
 from tests.data.fakedata import make_cifar10, make_imagenet
+
+pytestmark = pytest.mark.slow
 
 
 def test_point_on_cifar10_folder(make_cfg, tmp_path):

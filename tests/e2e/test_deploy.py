@@ -17,6 +17,8 @@ import deploy
 from dlas.stages.keys import compile_key, compress_key, train_key
 from dlas.store import ArtifactStore, ResultsStore
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

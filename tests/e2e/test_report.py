@@ -10,6 +10,8 @@ import pytest
 
 from dlas.store import ResultsStore
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,6 +19,8 @@ import deploy
 from dlas.errors import DLASError
 from dlas.hardware import emulated_root
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -23,6 +23,8 @@ from dlas.hardware.session import RemoteSession
 from dlas.hardware.tracker import registered_keys, tracker_summary
 from dlas.store import ResultsStore
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TINY = ["debug=fast", "dataset.eval_samples=40"]
