@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.refusal import error_line
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -51,10 +53,7 @@ CASES = [
 
 def one_line_error(code, out, err, expected):
     assert code != 0
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err + out
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0]
+    assert expected in error_line(out, err)
 
 
 @pytest.mark.parametrize("args, expected", CASES)

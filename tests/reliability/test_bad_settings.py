@@ -13,6 +13,7 @@ import pytest
 import deploy
 from dlas.errors import ConfigError
 from dlas.store.results import ResultsStore
+from tests.refusal import error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +25,7 @@ def run(args, tmp_path, script="deploy.py"):
 
 
 def one_line(out) -> str:
-    assert "Traceback" not in out.stdout + out.stderr, out.stderr
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    return lines[0]
+    return error_line(out.stdout, out.stderr)
 
 
 @pytest.mark.parametrize("overrides, expected", [
