@@ -18,12 +18,11 @@ from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
-                                           plane_pitch, window_offsets)
+                                           window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block
-from dlas.primitives.schedule_utils import current_accumulators, current_lanes
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
@@ -81,11 +80,7 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         return direct_dense(bb, call, layer)
     attrs, data, value, dshape = layer.attrs, layer.data, layer.value, layer.dshape
     matrix = as_matrix(value)
-    conv_args = (attrs.strides, attrs.padding, attrs.dilation)
-    out_dtype = str(attrs.out_dtype or call.ty.dtype)
-    pitch = plane_pitch(geometry(dshape, value.shape, *conv_args), current_lanes(out_dtype),
-                        current_accumulators(), 1 if format == "csr" else block[0])
-    geo = geometry(dshape, value.shape, *conv_args, pitch)
+    geo = geometry(dshape, value.shape, attrs.strides, attrs.padding, attrs.dilation)
     if format == "csr":
         sparse = to_csr(matrix)
         offsets, compute = window_offsets(sparse.indices, geo), conv2d_direct_csr
@@ -100,9 +95,10 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
     values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),
                                                    sparse.data.dtype)])
     offsets = np.concatenate([offsets, np.zeros((max_row, *offsets.shape[1:]), np.int32)])
+    out_dtype = attrs.out_dtype or call.ty.dtype
     return bb.call_te(compute, data, relax.const(values), relax.const(offsets),
                       relax.const(sparse.indptr), list(value.shape), max_row, attrs.strides,
-                      attrs.padding, attrs.dilation, int(attrs.groups), out_dtype, pitch,
+                      attrs.padding, attrs.dilation, int(attrs.groups), str(out_dtype),
                       primfunc_name_hint=f"conv2d_direct_{format}")
 
 

@@ -23,21 +23,20 @@ bounds. The cost is the FMAs of the padding (max_row/mean row: ~1.3 at 90 % on a
 with 64 input channels, ~1.1 with 512). TE's `te.sum(..., where=)` cannot be used:
 create_prim_func silently drops the condition in TVM 0.27 (checked: no block predicate).
 
-Input and weight columns. The input is re-laid once per call into `flat_input`: each
-channel zero-padded and split into its stride phases, flattened. A weight column k then
-is one offset into it (computed at compile time from the column indices,
-`window_offsets`), and output pixel (y, x) reads offset + y*ws + x: no (c, ky, kx)
+Input and weight columns. The input is re-laid once per call into `flat_input`: for each
+channel, each kernel column kx and each row stride phase, the zero-padded input's columns
+x*sw + kx*dw (x < ow) of its rows, flattened: rows of exactly ow elements. A weight
+column k then is one offset into it (computed at compile time from the column indices,
+`window_offsets`), and output pixel (y, x) reads offset + y*ow + x: no (c, ky, kx)
 decoding in the loop (it was ~25 of the ~40 instructions per non-zero on a 4x4 map, now
-~12 for 4 vector FMAs), and a strided conv's vector over output columns is a contiguous
-load, not a gather.
-
-Output plane. On a map narrower than a vector (8x8 and 4x4 at 32x32 input) a vector of
-output columns leaves lanes idle (8 of 16 on 8x8 with AVX-512). Pixel (y, x) reads
-flat[base + y*ws + x], so with the flat input's row pitch ws widened to a `pitch` that
-makes oh*pitch whole vectors (plane_pitch), the conv runs over [oh, pitch] with (y, x)
-fused into one vectorised plane of consecutive reads, and its result is cut back to [oh,
-ow], the pitch - ow columns of each row computed and dropped (80 lanes for 64 pixels on
-8x8, 32 for 16 on 4x4, instead of 128 and 64).
+~12 for 4 vector FMAs), a strided conv reads contiguous vectors, not gathers, and the
+whole output plane of one channel, flattened, reads one contiguous range. On a map
+narrower than a vector (8x8, 4x4 at 32x32 input) the schedule vectorises over that plane
+instead of over output columns, which would leave lanes idle (8 of 16 on 8x8 with
+AVX-512). The price is kw copies of the input (3x for 3x3 kernels; it was ~1.2x, padded,
+split into column phases); measured on Zen 4 against that layout (with its plane padded
+to whole vectors, dropping the pad columns): CSR 1.3-1.6x faster on the 8x8 and 4x4
+layers of resnet18@32, 1.0-1.2x on 16x16 and 32x32.
 """
 from __future__ import annotations
 
@@ -53,15 +52,15 @@ from dlas.primitives.legalize_utils import conv_ints
 SPARSE_PRIMITIVE = "direct_sparse"
 INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
 SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
-PLANE = ".plane"  # kernel-layout suffix of a conv over the flattened output plane
 
 _ints = functools.partial(conv_ints, op="conv2d_direct")
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Shapes of one conv2d and of its flat input: channel c of the padded input, split
-    into its sh x sw stride phases of hs x ws pixels, at [n, c*plane : (c+1)*plane]."""
+    """Shapes of one conv2d and of its flat input: channel c of the padded input, as kw
+    column gathers x sh row phases of hs rows x ws (= ow) columns, at [n, c*plane :
+    (c+1)*plane]."""
 
     n: int
     c: int
@@ -84,11 +83,10 @@ class Geometry:
 
     @property
     def plane(self) -> int:
-        return self.sh * self.sw * self.hs * self.ws
+        return self.kw * self.sh * self.hs * self.ws
 
 
-def geometry(data_shape, weight_shape, strides, padding, dilation, pitch: int = 0) -> Geometry:
-    """The conv's Geometry; `pitch` widens the flat input's rows to at least that."""
+def geometry(data_shape, weight_shape, strides, padding, dilation) -> Geometry:
     n_, c_, h_, w_ = (int(d) for d in data_shape)
     o_, cg, kh, kw = (int(d) for d in weight_shape)
     sh, sw = _ints(strides, 2, "strides")
@@ -98,7 +96,7 @@ def geometry(data_shape, weight_shape, strides, padding, dilation, pitch: int = 
     oh = (hp - (kh - 1) * dh - 1) // sh + 1
     ow = (wp - (kw - 1) * dw - 1) // sw + 1
     return Geometry(n_, c_, h_, w_, o_, cg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow,
-                    -(-hp // sh), max(-(-wp // sw), pitch))
+                    -(-hp // sh), ow)
 
 
 def window_offsets(columns: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -106,54 +104,38 @@ def window_offsets(columns: np.ndarray, geo: Geometry) -> np.ndarray:
     group's first channel; output pixel (y, x) reads offset + y*ws + x."""
     k = columns.astype(np.int64)
     c, ky, kx = k // (geo.kh * geo.kw), k // geo.kw % geo.kh, k % geo.kw
-    wy, wx = ky * geo.dh, kx * geo.dw
-    phase = (wy % geo.sh) * geo.sw + wx % geo.sw
-    off = c * geo.plane + phase * geo.hs * geo.ws + (wy // geo.sh) * geo.ws + wx // geo.sw
+    wy = ky * geo.dh
+    off = (((c * geo.kw + kx) * geo.sh + wy % geo.sh) * geo.hs + wy // geo.sh) * geo.ws
     return off.astype(np.int32)
 
 
-def plane_pitch(geo: Geometry, lanes: int, budget: int, rows: int = 1) -> int:
-    """The row pitch (>= geo.ws) making the output plane [oh, pitch] whole vectors of
-    `lanes`, when that plane takes fewer vectors than rows of output columns do and one
-    output channel's (`rows` channels' for BSR) fits in `budget` vector accumulators; 0
-    otherwise (vectors of output columns)."""
-    pitch = next(p for p in range(geo.ws, geo.ws + lanes + 1) if geo.oh * p % lanes == 0)
-    vectors = geo.oh * pitch // lanes
-    if vectors * rows > budget or vectors >= geo.oh * -(-geo.ow // lanes):
-        return 0
-    return pitch
-
-
-def flat_input(data: te.Tensor, geo: Geometry, spare: int = 0) -> te.Tensor:
-    """[N, C, H, W] -> [N, (C + spare)*plane]: zero-padded and split into stride phases, so
-    every weight column is one offset and a row of outputs reads consecutive elements
-    (vector loads, no index decoding in the loop, no gathers for strided convs); `spare`
-    zero channels after the last, read by the dropped tail of a flattened output plane."""
+def flat_input(data: te.Tensor, geo: Geometry) -> te.Tensor:
+    """[N, C, H, W] -> [N, C*plane]: per channel, kernel column kx and row stride phase,
+    the zero-padded input's columns x*sw + kx*dw (x < ow) of its rows, so every weight
+    column is one offset and an output channel's plane reads consecutive elements."""
     hw = geo.hs * geo.ws
 
     def at(n, i):
         c, r = i // geo.plane, i % geo.plane
         phase, r = r // hw, r % hw
-        y = r // geo.ws * geo.sh + phase // geo.sw - geo.pt
-        x = r % geo.ws * geo.sw + phase % geo.sw - geo.pl
-        inside = tirx.all(y >= 0, y < geo.h, x >= 0, x < geo.w, *([c < geo.c] if spare else []))
+        y = r // geo.ws * geo.sh + phase % geo.sh - geo.pt
+        x = r % geo.ws * geo.sw + phase // geo.sh * geo.dw - geo.pl
+        inside = tirx.all(y >= 0, y < geo.h, x >= 0, x < geo.w)
         return tirx.if_then_else(inside, data[n, c, y, x], tirx.const(0, data.dtype))
 
-    return te.compute((geo.n, (geo.c + spare) * geo.plane), at, name=INPUT_BLOCK,
-                      attrs={SPLIT_KEY: [geo.sh * geo.sw, geo.hs, geo.ws]})
+    return te.compute((geo.n, geo.c * geo.plane), at, name=INPUT_BLOCK,
+                      attrs={SPLIT_KEY: [geo.kw * geo.sh, geo.hs, geo.ws]})
 
 
 def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
-                 layout: str, plane: bool) -> te.Tensor:
+                 layout: str) -> te.Tensor:
     """out[n, o, y, x] = sum over `axes` of weight * flat[n, base(o) + offset + y*ws + x],
-    (weight, offset) = term(o, *axes); with `plane` computed over [oh, ws] (the output
-    plane, see above) and cut back to [oh, ow]."""
+    (weight, offset) = term(o, *axes)."""
     groups_base = None
     if geo.c != geo.cg:  # grouped: the input channels of o's group start at its base
         og = geo.o // (geo.c // geo.cg)
         groups_base = lambda o: (o // og) * (geo.cg * geo.plane)  # noqa: E731
-    # the last row's dropped columns read up to ws - ow past the end: a spare zero channel
-    flat = flat_input(data, geo, spare=-(-(geo.ws - geo.ow) // geo.plane) if plane else 0)
+    flat = flat_input(data, geo)
 
     def body(n, o, y, x):
         weight, offset = term(o, *axes)
@@ -162,24 +144,17 @@ def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
             base = base + groups_base(o)
         return te.sum(weight * flat[n, base].astype(out_dtype), axis=list(axes))
 
-    conv = te.compute((geo.n, geo.o, geo.oh, geo.ws if plane else geo.ow), body, name=name,
-                      tag=name, attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE,
-                                       LAYOUT_KEY: layout + (PLANE if plane else "")})
-    if not plane:
-        return conv
-    return te.compute((geo.n, geo.o, geo.oh, geo.ow), lambda n, o, y, x: conv[n, o, y, x],
-                      name=name + "_cut")
+    return te.compute((geo.n, geo.o, geo.oh, geo.ow), body, name=name, tag=name,
+                      attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE, LAYOUT_KEY: layout})
 
 
 def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
                       indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None,
-                      pitch: int = 0) -> te.Tensor:
+                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
     """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape`: values[nnz],
     offsets[nnz] (window_offsets of its column indices), indptr[O + 1]; `max_row` >= 1
-    bounds the non-zeros of a row, and values/offsets hold max_row more unused entries;
-    `pitch`: the output plane's row pitch (plane_pitch), 0: vectors of output columns."""
-    geo = geometry(data.shape, weight_shape, strides, padding, dilation, pitch)
+    bounds the non-zeros of a row, and values/offsets hold max_row more unused entries."""
+    geo = geometry(data.shape, weight_shape, strides, padding, dilation)
     out_dtype = out_dtype or data.dtype
     zero = tirx.const(0, out_dtype)
 
@@ -190,18 +165,16 @@ def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
         return weight, offsets[at]
 
     return _sparse_conv(data, geo, [te.reduce_axis((0, int(max_row)), name="j")], term,
-                        out_dtype, "conv2d_direct_csr", "csr", pitch > 0)
+                        out_dtype, "conv2d_direct_csr", "csr")
 
 
 def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
                       indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None,
-                      pitch: int = 0) -> te.Tensor:
+                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
     """NCHW conv2d with a BSR weight: values[nnzb, bo, bk], offsets[nnzb, bk]
     (window_offsets of each block's bk columns), indptr[O/bo + 1]; `max_row` >= 1 bounds
-    the blocks of a block row, and values/offsets hold max_row more unused blocks;
-    `pitch` as for CSR."""
-    geo = geometry(data.shape, weight_shape, strides, padding, dilation, pitch)
+    the blocks of a block row, and values/offsets hold max_row more unused blocks."""
+    geo = geometry(data.shape, weight_shape, strides, padding, dilation)
     bo, bk = (int(d) for d in values.shape[1:])
     out_dtype = out_dtype or data.dtype
     zero = tirx.const(0, out_dtype)
@@ -215,4 +188,4 @@ def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
 
     axes = [te.reduce_axis((0, int(max_row)), name="jb"), te.reduce_axis((0, bk), name="kk")]
     return _sparse_conv(data, geo, axes, term, out_dtype, "conv2d_direct_bsr",
-                        f"bsr{bo}x{bk}", pitch > 0)
+                        f"bsr{bo}x{bk}")

@@ -12,9 +12,10 @@ computed at the tile from a local accumulator. The conv:
   vectorised, o1 and y1 unrolled;
 - BSR (bo, bk): (n, o/(2 bo)) | y0, x0 | jb, kk | o1 (2 bo), y1, x1: the bo channels of a
   block row share every input vector loaded;
-- over the output plane (layout suffix PLANE, small maps): (n, o/ob) | j... | o1 (ob),
-  p0, p1 with p = y*pitch + x fused, p1 vectorised: the whole plane of ob channels (ob as
-  many as fit in the accumulators, whole block rows for BSR) per tile.
+- a map narrower than a vector whose plane is whole vectors (8x8, 4x4 at 16 lanes), when
+  two channels' (block rows') planes fit in the accumulators: (n, o/ob) | j... | o1 (ob),
+  p0, p1 with the plane p = y*ow + x fused (consecutive in the flat input), p1
+  vectorised: the whole plane of ob channels per tile, ob as many as fit.
 
 Two channels (block rows) per tile rather than one: the two rows' loads and FMAs are
 independent and read the same input rows (measured on Zen 4, 2 cores: CSR 16x16 and 32x32
@@ -30,7 +31,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from dlas.primitives.direct_sparse import PLANE, SPARSE_PRIMITIVE, SPLIT_KEY
+from dlas.primitives.direct_sparse import SPARSE_PRIMITIVE, SPLIT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             largest_divisor, open_conv, register_tile,
                                             sampled_split)
@@ -60,8 +61,8 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     steps = 1
     for e in exts:
         steps *= e
-    if layout.endswith(PLANE):
-        vectors = exts[2] * exts[3] // lanes
+    vectors = exts[2] * exts[3] // lanes
+    if exts[3] < lanes and exts[2] * exts[3] % lanes == 0 and 2 * rows * vectors <= budget:
         block = rows * largest_divisor(exts[1] // rows, max(1, budget // (vectors * rows)))
         o0, o1 = sampled_split(sch, o, [None, block])
         pv, x1 = sampled_split(sch, sch.fuse(y, x), [None, lanes])

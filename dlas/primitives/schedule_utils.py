@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable
 
 from tvm import s_tir, tirx
-from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
@@ -129,23 +128,6 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, *,
 # vector accumulators of a conv's register tile, by vector registers of the target: most of
 # the register file, the rest holds the weight vectors and broadcast inputs of one step
 ACCUMULATORS = {32: 16, 16: 8}
-
-
-def current_lanes(dtype: str) -> int:
-    """Vector lanes of `dtype` on the current target, for legalizations that shape their
-    compute by the vector width (the pipeline runs under `with target`; 512-bit vectors
-    assumed without one)."""
-    target = Target.current(allow_none=True)
-    bits = DataType(dtype).bits
-    return vector_lanes(target, bits) if target is not None else 512 // bits
-
-
-def current_accumulators() -> int:
-    """ACCUMULATORS of the current target (that of 32 vector registers without one)."""
-    target = Target.current(allow_none=True)
-    return ACCUMULATORS[vector_registers(target)] if target is not None else ACCUMULATORS[32]
-
-
 # multiply-adds below which a conv runs on one thread: waking the pool and joining it costs
 # more than it saves on mobilenet_v2's small layers (measured on the 2-core Zen 5 under load)
 PARALLEL_MIN_MACS = 1 << 20

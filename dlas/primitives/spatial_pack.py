@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from tvm import relax
+from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
@@ -35,8 +36,8 @@ from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.int8_compute import OB
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block, static_shape
-from dlas.primitives.schedule_utils import (current_accumulators, current_lanes,
-                                            largest_divisor)
+from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
+                                            vector_registers)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_spatial_pack_bsr,
                                                   conv2d_spatial_pack_csr, csr_offsets,
@@ -51,6 +52,14 @@ log = logging.getLogger(__name__)
 def nearest_divisor(n: int, want: int) -> int:
     """The divisor of n closest to `want` (the smaller one on a tie)."""
     return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - want), d))
+
+
+def _lanes(dtype: str) -> int:
+    """Vector lanes of the accumulation dtype on the current target (the pipeline runs
+    under `with target`; 512-bit vectors assumed without one)."""
+    target = Target.current(allow_none=True)
+    bits = DataType(dtype).bits
+    return vector_lanes(target, bits) if target is not None else 512 // bits
 
 
 def choose_block(channels: int, configured: int | None, default_cap: int, what: str) -> int:
@@ -69,6 +78,11 @@ def _nonempty(array: np.ndarray) -> np.ndarray:
     if array.shape[0] == 0:
         array = np.zeros((1,) + array.shape[1:], dtype=array.dtype)
     return array
+
+
+def _budget() -> int:
+    target = Target.current(allow_none=True)
+    return ACCUMULATORS[vector_registers(target)] if target is not None else 16
 
 
 def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
@@ -92,7 +106,7 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
         layer.record(sparse=True)
         return _sparse_call(bb, call, prim, value, out_dtype)
     layer.record(fallback=constant_fallback(layer, prim.format, NAME))
-    lanes = current_lanes(out_dtype)
+    lanes = _lanes(out_dtype)
     ic = choose_block(c_, prim.ic_block, lanes, "ic_block")
     oc = choose_block(o_, prim.oc_block, 2 * lanes, "oc_block")
     if value is not None:  # pack once at compile time rather than in every inference
@@ -110,7 +124,7 @@ def _sparse_call(bb: relax.BlockBuilder, call: relax.Call, prim: SpatialPack,
     o_, _, kh, kw = value.shape
     dshape = static_shape(data.ty.shape)
     geometry = ((kh, kw), attrs.strides, attrs.padding, attrs.dilation, out_dtype)
-    tile = {"lanes": current_lanes(out_dtype), "budget": current_accumulators()}
+    tile = {"lanes": _lanes(out_dtype), "budget": _budget()}
     matrix = as_matrix(value)
     if prim.format == "csr":
         sp = to_csr(matrix)

@@ -16,9 +16,10 @@ from tvm import relax, te
 
 from dlas.codegen import Untuned
 from dlas.errors import DLASError
+from dlas.hardware.base import make_target
 from dlas.primitives import Direct, conv2d_direct
-from dlas.primitives.direct_sparse import (PLANE, conv2d_direct_csr, flat_input, geometry,
-                                           plane_pitch, window_offsets)
+from dlas.primitives.direct_sparse import (conv2d_direct_csr, flat_input, geometry,
+                                           window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.sparse_format import weight_sparsity
 
@@ -193,27 +194,13 @@ def test_flat_input_and_offsets_address_the_window(stride, dilation):
                                                             xx * stride[1] + kx * dilation[1]]
 
 
-@pytest.mark.parametrize("side,kernel,stride,pitch", [(8, 3, 1, 10), (4, 3, 1, 8), (16, 3, 2, 10),
-                                                      (16, 1, 2, 8), (16, 3, 1, 0), (1, 3, 1, 0)])
-def test_plane_pitch(side, kernel, stride, pitch):
-    """16 lanes, 16 accumulators: the output plane where it takes fewer vectors than rows of
-    columns (8x8: 5 vectors instead of 8 half-empty ones; 16x16 rows are full already)."""
-    pad = (kernel // 2,) * 4
-    geo = geometry((1, 8, side, side), (8, 8, kernel, kernel), (stride, stride), pad, (1, 1))
-    assert plane_pitch(geo, 16, 16) == pitch
-    if pitch:
-        assert geometry((1, 8, side, side), (8, 8, kernel, kernel), (stride, stride), pad,
-                        (1, 1), pitch).ws == pitch
-        assert plane_pitch(geo, 16, 16, rows=16) == 0  # 16 channels' planes do not fit
-
-
 @pytest.mark.parametrize("fmt", ["csr", "bsr"])
 @pytest.mark.parametrize("side,kernel,stride,sparsity", [(4, 3, 1, 0.9), (8, 3, 1, 0.99),
                                                          (8, 3, 2, 0.5), (8, 1, 2, 1.0),
                                                          (7, 3, 1, 0.9)])
 def test_small_maps_over_the_output_plane(fmt, side, kernel, stride, sparsity):
-    """Maps narrower than a vector run over the flattened output plane (the dropped columns
-    and the spare input channel included), scheduled by the rule, exact."""
+    """Maps narrower than a vector (the plane of 4x4, 8x8 whole vectors; 7x7 not), strided
+    and 1x1 included, scheduled by the rule, exact."""
     pad = (kernel // 2,) * 4
     rng = np.random.default_rng(side * 10 + kernel)
     x = rng.standard_normal((1, 32, side, side), dtype=np.float32)
@@ -225,18 +212,22 @@ def test_small_maps_over_the_output_plane(fmt, side, kernel, stride, sparsity):
     assert_close(run_vm(ex, x), ref)
 
 
-def test_plane_compute_is_marked_and_scheduled():
-    data = te.placeholder((1, 4, 4, 4), name="data")
+@pytest.mark.parametrize("side", [4, 8, 16])
+def test_small_map_vectorises_its_plane(side):
+    """On 16 lanes a 4x4 or 8x8 map is vectorised over its flattened plane (one or four
+    full vectors), a 16x16 one over its rows (full already)."""
+    data = te.placeholder((1, 4, side, side), name="data")
     vals = te.placeholder((10,), name="vals")
     offs = te.placeholder((10,), "int32", name="offs")
     ptr = te.placeholder((9,), "int32", name="ptr")
-    out = conv2d_direct_csr(data, vals, offs, ptr, (8, 4, 3, 3), 3, (1, 1), (1,) * 4, (1, 1),
-                            pitch=8)
-    assert tuple(out.shape) == (1, 8, 4, 4)
-    conv = out.op.input_tensors[0]
-    assert tuple(conv.shape) == (1, 8, 4, 8) and conv.op.attrs["dlas.kernel_layout"] == "csr" + PLANE
-    func = te.create_prim_func([data, vals, offs, ptr, out])
-    assert direct_sparse_rule().apply(func, HOST, False) is not None
+    out = conv2d_direct_csr(data, vals, offs, ptr, (8, 4, 3, 3), 3, (1, 1), (1,) * 4, (1, 1))
+    sch = direct_sparse_rule().apply(te.create_prim_func([data, vals, offs, ptr, out]),
+                                     make_target({"kind": "llvm", "mcpu": "znver4"}), False)
+    conv = sch.get_sblock("conv2d_direct_csr_update")
+    loops = [sch.get(lp) for lp in sch.get_loops(conv)]
+    fused = any("y_x_fused" in lp.loop_var.name for lp in loops)
+    assert fused == (side < 16)
+    assert int(loops[-1].extent) == 16 and loops[-1].kind == tvm.tirx.ForKind.VECTORIZED
 
 
 def test_pruned_resnet18_csr_matches_pytorch():
