@@ -23,7 +23,7 @@ from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block
-from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, to_ell
 from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
 
@@ -90,15 +90,11 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
         offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
     layer.record(sparse=True)
-    max_row = max(1, int(np.diff(sparse.indptr).max()))
-    # max_row unused trailing entries: every row reads max_row entries from its start
-    values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),
-                                                   sparse.data.dtype)])
-    offsets = np.concatenate([offsets, np.zeros((max_row, *offsets.shape[1:]), np.int32)])
+    values, offsets = to_ell(sparse.indptr, sparse.data, offsets)
     out_dtype = attrs.out_dtype or call.ty.dtype
     return bb.call_te(compute, data, relax.const(values), relax.const(offsets),
-                      relax.const(sparse.indptr), list(value.shape), max_row, attrs.strides,
-                      attrs.padding, attrs.dilation, int(attrs.groups), str(out_dtype),
+                      list(value.shape), attrs.strides, attrs.padding, attrs.dilation,
+                      int(attrs.groups), str(out_dtype),
                       primfunc_name_hint=f"conv2d_direct_{format}")
 
 

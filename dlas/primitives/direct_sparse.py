@@ -14,14 +14,17 @@ schedule computes them together and each input vector loaded serves bo channels.
 Reduce extent. The row length indptr[o+1] - indptr[o] depends on the output channel.
 Written as a TE reduce axis of that extent (tvm.md §8), create_prim_func nests a block per
 output element around the reduction, and no schedule primitive can then move the
-reduction outside a tile of output pixels. So the reduction runs to the longest row
-(`max_row`, known when the weight is a compile-time constant) and a term past the row's
-end gets weight 0 (a select on the scalar weight; with if_then_else around the whole
-term LLVM redid the index work in every unrolled copy: ~2x slower on 8x8 maps). The
-legalization appends max_row unused entries to values/offsets so those reads stay in
-bounds. The cost is the FMAs of the padding (max_row/mean row: ~1.3 at 90 % on a 3x3 conv
-with 64 input channels, ~1.1 with 512). TE's `te.sum(..., where=)` cannot be used:
-create_prim_func silently drops the condition in TVM 0.27 (checked: no block predicate).
+reduction outside a tile of output pixels. So the reduction runs to the longest row,
+max_row (the weight is a compile-time constant), over the rows stored ELLPACK-style,
+j-major: values[j, o] is row o's j-th stored value, the rows past their end padded with
+weight 0 at offset 0 (sparse_format.to_ell). The cost is the FMAs of the padding
+(max_row/mean row: ~1.3 at 90 % on a 3x3 conv with 64 input channels, ~1.1 with 512). In
+return a term needs no row bounds (the CSR form selected the weight by j < row length:
+an indptr load, a compare and a select or branch per term), and the j-th entries of the
+channels of a tile are adjacent: one stream of weights per tile, not two per channel
+(~30 streams on 4x4 maps, more than the prefetchers follow). TE's `te.sum(..., where=)`
+cannot be used: create_prim_func silently drops the condition in TVM 0.27 (checked: no
+block predicate).
 
 Input and weight columns. The input is re-laid once per call into `flat_input`: for each
 channel, each kernel column kx and each row stride phase, the zero-padded input's columns
@@ -148,44 +151,35 @@ def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
                       attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE, LAYOUT_KEY: layout})
 
 
-def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
-                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
-    """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape`: values[nnz],
-    offsets[nnz] (window_offsets of its column indices), indptr[O + 1]; `max_row` >= 1
-    bounds the non-zeros of a row, and values/offsets hold max_row more unused entries."""
+def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
+                      strides, padding, dilation, groups: int = 1,
+                      out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape` stored ELL-style
+    (sparse_format.to_ell): values[max_row, O], offsets[max_row, O] (window_offsets of the
+    column indices)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
     out_dtype = out_dtype or data.dtype
-    zero = tirx.const(0, out_dtype)
 
     def term(o, j):
-        start = indptr[o]
-        at = start + j
-        weight = tirx.Select(j < indptr[o + 1] - start, values[at].astype(out_dtype), zero)
-        return weight, offsets[at]
+        return values[j, o].astype(out_dtype), offsets[j, o]
 
-    return _sparse_conv(data, geo, [te.reduce_axis((0, int(max_row)), name="j")], term,
-                        out_dtype, "conv2d_direct_csr", "csr")
+    return _sparse_conv(data, geo, [te.reduce_axis((0, int(values.shape[0])), name="j")],
+                        term, out_dtype, "conv2d_direct_csr", "csr")
 
 
-def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
-                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
-    """NCHW conv2d with a BSR weight: values[nnzb, bo, bk], offsets[nnzb, bk]
-    (window_offsets of each block's bk columns), indptr[O/bo + 1]; `max_row` >= 1 bounds
-    the blocks of a block row, and values/offsets hold max_row more unused blocks."""
+def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
+                      strides, padding, dilation, groups: int = 1,
+                      out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a BSR weight stored ELL-style by block rows: values[max_row, O/bo,
+    bo, bk], offsets[max_row, O/bo, bk] (window_offsets of each block's bk columns)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
-    bo, bk = (int(d) for d in values.shape[1:])
+    bo, bk = (int(d) for d in values.shape[2:])
     out_dtype = out_dtype or data.dtype
-    zero = tirx.const(0, out_dtype)
 
     def term(o, jb, kk):
-        start = indptr[o // bo]
-        at = start + jb
-        weight = tirx.Select(jb < indptr[o // bo + 1] - start,
-                             values[at, o % bo, kk].astype(out_dtype), zero)
-        return weight, offsets[at, kk]
+        return values[jb, o // bo, o % bo, kk].astype(out_dtype), offsets[jb, o // bo, kk]
 
-    axes = [te.reduce_axis((0, int(max_row)), name="jb"), te.reduce_axis((0, bk), name="kk")]
+    axes = [te.reduce_axis((0, int(values.shape[0])), name="jb"),
+            te.reduce_axis((0, bk), name="kk")]
     return _sparse_conv(data, geo, axes, term, out_dtype, "conv2d_direct_bsr",
                         f"bsr{bo}x{bk}")
