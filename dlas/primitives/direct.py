@@ -17,8 +17,8 @@ from tvm.target import Target
 from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
-from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
-                                           window_offsets)
+from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, ell_group,
+                                           geometry, window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
 from dlas.primitives.int8_schedule import int8_dot_rule
@@ -90,7 +90,9 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
         offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
     layer.record(sparse=True)
-    values, offsets = to_ell(sparse.indptr, sparse.data, offsets)
+    bo = 1 if format == "csr" else block[0]
+    values, offsets = to_ell(sparse.indptr, sparse.data, offsets,
+                             group=ell_group(matrix.shape[0] // bo, bo))
     out_dtype = attrs.out_dtype or call.ty.dtype
     return bb.call_te(compute, data, relax.const(values), relax.const(offsets),
                       list(value.shape), attrs.strides, attrs.padding, attrs.dilation,

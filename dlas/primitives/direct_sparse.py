@@ -15,14 +15,17 @@ Reduce extent. The row length indptr[o+1] - indptr[o] depends on the output chan
 Written as a TE reduce axis of that extent (tvm.md §8), create_prim_func nests a block per
 output element around the reduction, and no schedule primitive can then move the
 reduction outside a tile of output pixels. So the reduction runs to the longest row,
-max_row (the weight is a compile-time constant), over the rows stored ELLPACK-style,
-j-major: values[j, o] is row o's j-th stored value, the rows past their end padded with
-weight 0 at offset 0 (sparse_format.to_ell). The cost is the FMAs of the padding
-(max_row/mean row: ~1.3 at 90 % on a 3x3 conv with 64 input channels, ~1.1 with 512). In
-return a term needs no row bounds (the CSR form selected the weight by j < row length:
-an indptr load, a compare and a select or branch per term), and the j-th entries of the
-channels of a tile are adjacent: one stream of weights per tile, not two per channel
-(~30 streams on 4x4 maps, more than the prefetchers follow). TE's `te.sum(..., where=)`
+max_row (the weight is a compile-time constant), over the rows stored ELLPACK-style in
+groups of up to GROUP consecutive channels (block rows), each group j-major:
+values[g, j, r] is the j-th stored value of the group's row r, the rows past their end
+padded with weight 0 at offset 0 (sparse_format.to_ell). The cost is the FMAs of the
+padding (max_row/mean row: ~1.3 at 90 % on a 3x3 conv with 64 input channels, ~1.1 with
+512). In return a term needs no row bounds (the CSR form selected the weight by j < row
+length: an indptr load, a compare and a select or branch per term), and the j-th entries
+of a tile's channels are adjacent: one contiguous stream of weights per tile, not two per
+channel (~30 on 4x4 maps, more than the prefetchers follow). Groups, not the whole matrix
+j-major: at 55 % sparsity a 512-channel layer's 9 MB of weights read at a 2 KB stride was
+2.5x slower than row by row. TE's `te.sum(..., where=)`
 cannot be used: create_prim_func silently drops the condition in TVM 0.27 (checked: no
 block predicate).
 
@@ -51,10 +54,12 @@ from tvm import te, tirx
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
 from dlas.primitives.legalize_utils import conv_ints
+from dlas.primitives.schedule_utils import largest_divisor
 
 SPARSE_PRIMITIVE = "direct_sparse"
 INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
 SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
+GROUP = 16  # channels (BSR: block-row channels) per group of the ELL weight, at most
 
 _ints = functools.partial(conv_ints, op="conv2d_direct")
 
@@ -151,35 +156,44 @@ def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
                       attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE, LAYOUT_KEY: layout})
 
 
+def ell_group(rows: int, bo: int = 1) -> int:
+    """Block rows of `bo` channels per ELL group of a layer with `rows` block rows."""
+    return largest_divisor(rows, max(1, GROUP // bo))
+
+
 def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
                       strides, padding, dilation, groups: int = 1,
                       out_dtype: str | None = None) -> te.Tensor:
     """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape` stored ELL-style
-    (sparse_format.to_ell): values[max_row, O], offsets[max_row, O] (window_offsets of the
-    column indices)."""
+    (sparse_format.to_ell, group ell_group(O)): values[O/group, max_row, group],
+    offsets[O/group, max_row, group] (window_offsets of the column indices)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
     out_dtype = out_dtype or data.dtype
+    group = int(values.shape[2])
 
     def term(o, j):
-        return values[j, o].astype(out_dtype), offsets[j, o]
+        at = (o // group, j, o % group)
+        return values[at].astype(out_dtype), offsets[at]
 
-    return _sparse_conv(data, geo, [te.reduce_axis((0, int(values.shape[0])), name="j")],
+    return _sparse_conv(data, geo, [te.reduce_axis((0, int(values.shape[1])), name="j")],
                         term, out_dtype, "conv2d_direct_csr", "csr")
 
 
 def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
                       strides, padding, dilation, groups: int = 1,
                       out_dtype: str | None = None) -> te.Tensor:
-    """NCHW conv2d with a BSR weight stored ELL-style by block rows: values[max_row, O/bo,
-    bo, bk], offsets[max_row, O/bo, bk] (window_offsets of each block's bk columns)."""
+    """NCHW conv2d with a BSR weight stored ELL-style by block rows (group ell_group(O/bo,
+    bo)): values[O/bo/group, max_row, group, bo, bk], offsets[O/bo/group, max_row, group,
+    bk] (window_offsets of each block's bk columns)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
-    bo, bk = (int(d) for d in values.shape[2:])
+    group, bo, bk = (int(d) for d in values.shape[2:])
     out_dtype = out_dtype or data.dtype
 
     def term(o, jb, kk):
-        return values[jb, o // bo, o % bo, kk].astype(out_dtype), offsets[jb, o // bo, kk]
+        at = (o // bo // group, jb, o // bo % group)
+        return values[(*at, o % bo, kk)].astype(out_dtype), offsets[(*at, kk)]
 
-    axes = [te.reduce_axis((0, int(values.shape[0])), name="jb"),
+    axes = [te.reduce_axis((0, int(values.shape[1])), name="jb"),
             te.reduce_axis((0, bk), name="kk")]
     return _sparse_conv(data, geo, axes, term, out_dtype, "conv2d_direct_bsr",
                         f"bsr{bo}x{bk}")

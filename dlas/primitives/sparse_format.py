@@ -93,9 +93,10 @@ def bsr_to_dense(bsr: BSR) -> np.ndarray:
     return tiles.transpose(0, 2, 1, 3).reshape(rows, cols)
 
 
-def to_ell(indptr: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+def to_ell(indptr: np.ndarray, *arrays: np.ndarray, group: int = 1) -> list[np.ndarray]:
     """Per-row arrays of a CSR/BSR form (`arrays`[i][j] belongs to row r with indptr[r] <= j
-    < indptr[r + 1]) as [max_row, rows, ...]: the rows' j-th entries side by side, rows
+    < indptr[r + 1]) as [rows/group, max_row, group, ...]: within each group of `group`
+    consecutive rows (it must divide the rows) the rows' j-th entries side by side, rows
     shorter than the longest padded with zeros; max_row >= 1 (buffers cannot be empty)."""
     lengths = np.diff(indptr)
     rows = lengths.shape[0]
@@ -104,7 +105,7 @@ def to_ell(indptr: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     max_row = max(1, int(lengths.max(initial=0)))
     out = []
     for a in arrays:
-        ell = np.zeros((max_row, rows, *a.shape[1:]), a.dtype)
-        ell[slot, row] = a
+        ell = np.zeros((rows // group, max_row, group, *a.shape[1:]), a.dtype)
+        ell[row // group, slot, row % group] = a
         out.append(ell)
     return out

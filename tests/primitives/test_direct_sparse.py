@@ -164,8 +164,8 @@ def test_sparse_rule_declines_dense_functions():
 def test_csr_compute_is_marked():
     side = 5
     data = te.placeholder((1, 4, side, side), name="data")
-    vals = te.placeholder((3, 8), name="vals")
-    offs = te.placeholder((3, 8), "int32", name="offs")
+    vals = te.placeholder((1, 3, 8), name="vals")
+    offs = te.placeholder((1, 3, 8), "int32", name="offs")
     out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
     assert tuple(out.shape) == (1, 8, side, side)
     assert dict(out.op.attrs) == {"dlas.primitive": "direct_sparse", "dlas.kernel_layout": "csr"}
@@ -216,8 +216,8 @@ def test_small_map_vectorises_its_plane(side):
     """On 16 lanes a 4x4 or 8x8 map is vectorised over its flattened plane (one or four
     full vectors), a 16x16 one over its rows (full already)."""
     data = te.placeholder((1, 4, side, side), name="data")
-    vals = te.placeholder((3, 8), name="vals")
-    offs = te.placeholder((3, 8), "int32", name="offs")
+    vals = te.placeholder((1, 3, 8), name="vals")
+    offs = te.placeholder((1, 3, 8), "int32", name="offs")
     out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
     sch = direct_sparse_rule().apply(te.create_prim_func([data, vals, offs, out]),
                                      make_target({"kind": "llvm", "mcpu": "znver4"}), False)
