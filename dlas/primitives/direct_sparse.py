@@ -25,9 +25,8 @@ length: an indptr load, a compare and a select or branch per term), and the j-th
 of a tile's channels are adjacent: one contiguous stream of weights per tile, not two per
 channel (~30 on 4x4 maps, more than the prefetchers follow). Groups, not the whole matrix
 j-major: at 55 % sparsity a 512-channel layer's 9 MB of weights read at a 2 KB stride was
-2.5x slower than row by row. TE's `te.sum(..., where=)`
-cannot be used: create_prim_func silently drops the condition in TVM 0.27 (checked: no
-block predicate).
+2.5x slower than row by row. TE's `te.sum(..., where=)` cannot be used: create_prim_func
+silently drops the condition in TVM 0.27 (checked: no block predicate).
 
 Input and weight columns. The input is re-laid once per call into `flat_input`: for each
 channel, each kernel column kx and each row stride phase, the zero-padded input's columns
@@ -58,7 +57,7 @@ from dlas.primitives.schedule_utils import largest_divisor
 
 SPARSE_PRIMITIVE = "direct_sparse"
 INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
-SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
+SPLIT_KEY = "dlas.input_split"  # its (kx x row phases, rows, columns) per channel
 GROUP = 16  # channels (BSR: block-row channels) per group of the ELL weight, at most
 
 _ints = functools.partial(conv_ints, op="conv2d_direct")
