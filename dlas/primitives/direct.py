@@ -17,13 +17,13 @@ from tvm.target import Target
 from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
 from dlas.primitives.direct_schedule import direct_conv2d_rule
-from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, geometry,
-                                           window_offsets)
+from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, ell_group,
+                                           geometry, window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block
-from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
+from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, to_ell
 from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
 
@@ -90,15 +90,13 @@ def legalize_conv2d_direct_sparse(bb: relax.BlockBuilder, call: relax.Call, *, f
         columns = sparse.indices[:, None] * block[1] + np.arange(block[1])
         offsets, compute = window_offsets(columns, geo), conv2d_direct_bsr
     layer.record(sparse=True)
-    max_row = max(1, int(np.diff(sparse.indptr).max()))
-    # max_row unused trailing entries: every row reads max_row entries from its start
-    values = np.concatenate([sparse.data, np.zeros((max_row, *sparse.data.shape[1:]),
-                                                   sparse.data.dtype)])
-    offsets = np.concatenate([offsets, np.zeros((max_row, *offsets.shape[1:]), np.int32)])
+    bo = 1 if format == "csr" else block[0]
+    values, offsets = to_ell(sparse.indptr, sparse.data, offsets,
+                             group=ell_group(matrix.shape[0] // bo, bo))
     out_dtype = attrs.out_dtype or call.ty.dtype
     return bb.call_te(compute, data, relax.const(values), relax.const(offsets),
-                      relax.const(sparse.indptr), list(value.shape), max_row, attrs.strides,
-                      attrs.padding, attrs.dilation, int(attrs.groups), str(out_dtype),
+                      list(value.shape), attrs.strides, attrs.padding, attrs.dilation,
+                      int(attrs.groups), str(out_dtype),
                       primfunc_name_hint=f"conv2d_direct_{format}")
 
 

@@ -14,22 +14,34 @@ schedule computes them together and each input vector loaded serves bo channels.
 Reduce extent. The row length indptr[o+1] - indptr[o] depends on the output channel.
 Written as a TE reduce axis of that extent (tvm.md §8), create_prim_func nests a block per
 output element around the reduction, and no schedule primitive can then move the
-reduction outside a tile of output pixels. So the reduction runs to the longest row
-(`max_row`, known when the weight is a compile-time constant) and a term past the row's
-end gets weight 0 (a select on the scalar weight; with if_then_else around the whole
-term LLVM redid the index work in every unrolled copy: ~2x slower on 8x8 maps). The
-legalization appends max_row unused entries to values/offsets so those reads stay in
-bounds. The cost is the FMAs of the padding (max_row/mean row: ~1.3 at 90 % on a 3x3 conv
-with 64 input channels, ~1.1 with 512). TE's `te.sum(..., where=)` cannot be used:
-create_prim_func silently drops the condition in TVM 0.27 (checked: no block predicate).
+reduction outside a tile of output pixels. So the reduction runs to the longest row,
+max_row (the weight is a compile-time constant), over the rows stored ELLPACK-style in
+groups of up to GROUP consecutive channels (block rows), each group j-major:
+values[g, j, r] is the j-th stored value of the group's row r, the rows past their end
+padded with weight 0 at offset 0 (sparse_format.to_ell). The cost is the FMAs of the
+padding (max_row/mean row: ~1.3 at 90 % on a 3x3 conv with 64 input channels, ~1.1 with
+512). In return a term needs no row bounds (the CSR form selected the weight by j < row
+length: an indptr load, a compare and a select or branch per term), and the j-th entries
+of a tile's channels are adjacent: one contiguous stream of weights per tile, not two per
+channel (~30 on 4x4 maps, more than the prefetchers follow). Groups, not the whole matrix
+j-major: at 55 % sparsity a 512-channel layer's 9 MB of weights read at a 2 KB stride was
+2.5x slower than row by row. TE's `te.sum(..., where=)` cannot be used: create_prim_func
+silently drops the condition in TVM 0.27 (checked: no block predicate).
 
-Input and weight columns. The input is re-laid once per call into `flat_input`: each
-channel zero-padded and split into its stride phases, flattened. A weight column k then
-is one offset into it (computed at compile time from the column indices,
-`window_offsets`), and output pixel (y, x) reads offset + y*ws + x: no (c, ky, kx)
+Input and weight columns. The input is re-laid once per call into `flat_input`: for each
+channel, each kernel column kx and each row stride phase, the zero-padded input's columns
+x*sw + kx*dw (x < ow) of its rows, flattened: rows of exactly ow elements. A weight
+column k then is one offset into it (computed at compile time from the column indices,
+`window_offsets`), and output pixel (y, x) reads offset + y*ow + x: no (c, ky, kx)
 decoding in the loop (it was ~25 of the ~40 instructions per non-zero on a 4x4 map, now
-~12 for 4 vector FMAs), and a strided conv's vector over output columns is a contiguous
-load, not a gather.
+~12 for 4 vector FMAs), a strided conv reads contiguous vectors, not gathers, and the
+whole output plane of one channel, flattened, reads one contiguous range. On a map
+narrower than a vector (8x8, 4x4 at 32x32 input) the schedule vectorises over that plane
+instead of over output columns, which would leave lanes idle (8 of 16 on 8x8 with
+AVX-512). The price is kw copies of the input (3x for 3x3 kernels; it was ~1.2x, padded,
+split into column phases); measured on Zen 4 against that layout (with its plane padded
+to whole vectors, dropping the pad columns): CSR 1.3-1.6x faster on the 8x8 and 4x4
+layers of resnet18@32, 1.0-1.2x on 16x16 and 32x32.
 """
 from __future__ import annotations
 
@@ -41,18 +53,21 @@ from tvm import te, tirx
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
 from dlas.primitives.legalize_utils import conv_ints
+from dlas.primitives.schedule_utils import largest_divisor
 
 SPARSE_PRIMITIVE = "direct_sparse"
 INPUT_BLOCK = "conv_input_flat"  # the re-laid input (flat_input)
-SPLIT_KEY = "dlas.input_split"  # its (phases, rows, columns) per channel, for the schedule
+SPLIT_KEY = "dlas.input_split"  # its (kx x row phases, rows, columns) per channel
+GROUP = 16  # channels (BSR: block-row channels) per group of the ELL weight, at most
 
 _ints = functools.partial(conv_ints, op="conv2d_direct")
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Shapes of one conv2d and of its flat input: channel c of the padded input, split
-    into its sh x sw stride phases of hs x ws pixels, at [n, c*plane : (c+1)*plane]."""
+    """Shapes of one conv2d and of its flat input: channel c of the padded input, as kw
+    column gathers x sh row phases of hs rows x ws (= ow) columns, at [n, c*plane :
+    (c+1)*plane]."""
 
     n: int
     c: int
@@ -75,7 +90,7 @@ class Geometry:
 
     @property
     def plane(self) -> int:
-        return self.sh * self.sw * self.hs * self.ws
+        return self.kw * self.sh * self.hs * self.ws
 
 
 def geometry(data_shape, weight_shape, strides, padding, dilation) -> Geometry:
@@ -88,7 +103,7 @@ def geometry(data_shape, weight_shape, strides, padding, dilation) -> Geometry:
     oh = (hp - (kh - 1) * dh - 1) // sh + 1
     ow = (wp - (kw - 1) * dw - 1) // sw + 1
     return Geometry(n_, c_, h_, w_, o_, cg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow,
-                    -(-hp // sh), -(-wp // sw))
+                    -(-hp // sh), ow)
 
 
 def window_offsets(columns: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -96,28 +111,27 @@ def window_offsets(columns: np.ndarray, geo: Geometry) -> np.ndarray:
     group's first channel; output pixel (y, x) reads offset + y*ws + x."""
     k = columns.astype(np.int64)
     c, ky, kx = k // (geo.kh * geo.kw), k // geo.kw % geo.kh, k % geo.kw
-    wy, wx = ky * geo.dh, kx * geo.dw
-    phase = (wy % geo.sh) * geo.sw + wx % geo.sw
-    off = c * geo.plane + phase * geo.hs * geo.ws + (wy // geo.sh) * geo.ws + wx // geo.sw
+    wy = ky * geo.dh
+    off = (((c * geo.kw + kx) * geo.sh + wy % geo.sh) * geo.hs + wy // geo.sh) * geo.ws
     return off.astype(np.int32)
 
 
 def flat_input(data: te.Tensor, geo: Geometry) -> te.Tensor:
-    """[N, C, H, W] -> [N, C*plane]: zero-padded and split into stride phases, so every
-    weight column is one offset and a row of outputs reads consecutive elements (vector
-    loads, no index decoding in the loop, no gathers for strided convs)."""
+    """[N, C, H, W] -> [N, C*plane]: per channel, kernel column kx and row stride phase,
+    the zero-padded input's columns x*sw + kx*dw (x < ow) of its rows, so every weight
+    column is one offset and an output channel's plane reads consecutive elements."""
     hw = geo.hs * geo.ws
 
     def at(n, i):
         c, r = i // geo.plane, i % geo.plane
         phase, r = r // hw, r % hw
-        y = r // geo.ws * geo.sh + phase // geo.sw - geo.pt
-        x = r % geo.ws * geo.sw + phase % geo.sw - geo.pl
+        y = r // geo.ws * geo.sh + phase % geo.sh - geo.pt
+        x = r % geo.ws * geo.sw + phase // geo.sh * geo.dw - geo.pl
         inside = tirx.all(y >= 0, y < geo.h, x >= 0, x < geo.w)
         return tirx.if_then_else(inside, data[n, c, y, x], tirx.const(0, data.dtype))
 
     return te.compute((geo.n, geo.c * geo.plane), at, name=INPUT_BLOCK,
-                      attrs={SPLIT_KEY: [geo.sh * geo.sw, geo.hs, geo.ws]})
+                      attrs={SPLIT_KEY: [geo.kw * geo.sh, geo.hs, geo.ws]})
 
 
 def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
@@ -141,44 +155,44 @@ def _sparse_conv(data, geo: Geometry, axes, term, out_dtype: str, name: str,
                       attrs={PRIMITIVE_KEY: SPARSE_PRIMITIVE, LAYOUT_KEY: layout})
 
 
-def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
-                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
-    """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape`: values[nnz],
-    offsets[nnz] (window_offsets of its column indices), indptr[O + 1]; `max_row` >= 1
-    bounds the non-zeros of a row, and values/offsets hold max_row more unused entries."""
+def ell_group(rows: int, bo: int = 1) -> int:
+    """Block rows of `bo` channels per ELL group of a layer with `rows` block rows."""
+    return largest_divisor(rows, max(1, GROUP // bo))
+
+
+def conv2d_direct_csr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
+                      strides, padding, dilation, groups: int = 1,
+                      out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a CSR weight of the OIHW shape `weight_shape` stored ELL-style
+    (sparse_format.to_ell, group ell_group(O)): values[O/group, max_row, group],
+    offsets[O/group, max_row, group] (window_offsets of the column indices)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
     out_dtype = out_dtype or data.dtype
-    zero = tirx.const(0, out_dtype)
+    group = int(values.shape[2])
 
     def term(o, j):
-        start = indptr[o]
-        at = start + j
-        weight = tirx.Select(j < indptr[o + 1] - start, values[at].astype(out_dtype), zero)
-        return weight, offsets[at]
+        at = (o // group, j, o % group)
+        return values[at].astype(out_dtype), offsets[at]
 
-    return _sparse_conv(data, geo, [te.reduce_axis((0, int(max_row)), name="j")], term,
-                        out_dtype, "conv2d_direct_csr", "csr")
+    return _sparse_conv(data, geo, [te.reduce_axis((0, int(values.shape[1])), name="j")],
+                        term, out_dtype, "conv2d_direct_csr", "csr")
 
 
-def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor,
-                      indptr: te.Tensor, weight_shape, max_row: int, strides, padding,
-                      dilation, groups: int = 1, out_dtype: str | None = None) -> te.Tensor:
-    """NCHW conv2d with a BSR weight: values[nnzb, bo, bk], offsets[nnzb, bk]
-    (window_offsets of each block's bk columns), indptr[O/bo + 1]; `max_row` >= 1 bounds
-    the blocks of a block row, and values/offsets hold max_row more unused blocks."""
+def conv2d_direct_bsr(data: te.Tensor, values: te.Tensor, offsets: te.Tensor, weight_shape,
+                      strides, padding, dilation, groups: int = 1,
+                      out_dtype: str | None = None) -> te.Tensor:
+    """NCHW conv2d with a BSR weight stored ELL-style by block rows (group ell_group(O/bo,
+    bo)): values[O/bo/group, max_row, group, bo, bk], offsets[O/bo/group, max_row, group,
+    bk] (window_offsets of each block's bk columns)."""
     geo = geometry(data.shape, weight_shape, strides, padding, dilation)
-    bo, bk = (int(d) for d in values.shape[1:])
+    group, bo, bk = (int(d) for d in values.shape[2:])
     out_dtype = out_dtype or data.dtype
-    zero = tirx.const(0, out_dtype)
 
     def term(o, jb, kk):
-        start = indptr[o // bo]
-        at = start + jb
-        weight = tirx.Select(jb < indptr[o // bo + 1] - start,
-                             values[at, o % bo, kk].astype(out_dtype), zero)
-        return weight, offsets[at, kk]
+        at = (o // bo // group, jb, o // bo % group)
+        return values[(*at, o % bo, kk)].astype(out_dtype), offsets[(*at, kk)]
 
-    axes = [te.reduce_axis((0, int(max_row)), name="jb"), te.reduce_axis((0, bk), name="kk")]
+    axes = [te.reduce_axis((0, int(values.shape[1])), name="jb"),
+            te.reduce_axis((0, bk), name="kk")]
     return _sparse_conv(data, geo, axes, term, out_dtype, "conv2d_direct_bsr",
                         f"bsr{bo}x{bk}")

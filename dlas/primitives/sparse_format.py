@@ -91,3 +91,21 @@ def bsr_to_dense(bsr: BSR) -> np.ndarray:
     brow = np.repeat(np.arange(rows // bo), np.diff(bsr.indptr))
     tiles[brow, bsr.indices] = bsr.data
     return tiles.transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def to_ell(indptr: np.ndarray, *arrays: np.ndarray, group: int = 1) -> list[np.ndarray]:
+    """Per-row arrays of a CSR/BSR form (`arrays`[i][j] belongs to row r with indptr[r] <= j
+    < indptr[r + 1]) as [rows/group, max_row, group, ...]: within each group of `group`
+    consecutive rows (it must divide the rows) the rows' j-th entries side by side, rows
+    shorter than the longest padded with zeros; max_row >= 1 (buffers cannot be empty)."""
+    lengths = np.diff(indptr)
+    rows = lengths.shape[0]
+    row = np.repeat(np.arange(rows), lengths)
+    slot = np.arange(row.shape[0]) - np.repeat(indptr[:-1], lengths)
+    max_row = max(1, int(lengths.max(initial=0)))
+    out = []
+    for a in arrays:
+        ell = np.zeros((rows // group, max_row, group, *a.shape[1:]), a.dtype)
+        ell[row // group, slot, row % group] = a
+        out.append(ell)
+    return out

@@ -16,6 +16,7 @@ from tvm import relax, te
 
 from dlas.codegen import Untuned
 from dlas.errors import DLASError
+from dlas.hardware.base import make_target
 from dlas.primitives import Direct, conv2d_direct
 from dlas.primitives.direct_sparse import (conv2d_direct_csr, flat_input, geometry,
                                            window_offsets)
@@ -163,10 +164,9 @@ def test_sparse_rule_declines_dense_functions():
 def test_csr_compute_is_marked():
     side = 5
     data = te.placeholder((1, 4, side, side), name="data")
-    vals = te.placeholder((10,), name="vals")
-    offs = te.placeholder((10,), "int32", name="offs")
-    ptr = te.placeholder((9,), "int32", name="ptr")
-    out = conv2d_direct_csr(data, vals, offs, ptr, (8, 4, 3, 3), 3, (1, 1), (1,) * 4, (1, 1))
+    vals = te.placeholder((1, 3, 8), name="vals")
+    offs = te.placeholder((1, 3, 8), "int32", name="offs")
+    out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
     assert tuple(out.shape) == (1, 8, side, side)
     assert dict(out.op.attrs) == {"dlas.primitive": "direct_sparse", "dlas.kernel_layout": "csr"}
 
@@ -191,6 +191,41 @@ def test_flat_input_and_offsets_address_the_window(stride, dilation):
             for xx in range(geo.ow):
                 assert got[off + y * geo.ws + xx] == padded[c, y * stride[0] + ky * dilation[0],
                                                             xx * stride[1] + kx * dilation[1]]
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr"])
+@pytest.mark.parametrize("side,kernel,stride,sparsity", [(4, 3, 1, 0.9), (8, 3, 1, 0.99),
+                                                         (8, 3, 2, 0.5), (8, 1, 2, 1.0),
+                                                         (7, 3, 1, 0.9)])
+def test_small_maps_over_the_output_plane(fmt, side, kernel, stride, sparsity):
+    """Maps narrower than a vector (the plane of 4x4, 8x8 whole vectors; 7x7 not), strided
+    and 1x1 included, scheduled by the rule, exact."""
+    pad = (kernel // 2,) * 4
+    rng = np.random.default_rng(side * 10 + kernel)
+    x = rng.standard_normal((1, 32, side, side), dtype=np.float32)
+    w = sparse_weight(rng, (64, 32, kernel, kernel), sparsity)
+    ex, stats = build_conv(conv_module(x.shape, w, stride, pad, 1, 1, relu_plus_one=True),
+                           Direct(format=fmt, sparsity_threshold=0.0))
+    assert stats["sparse_layers"] == 1 and stats["schedule_rules"] == {"DirectSparseConv2D": 1}
+    ref = np.maximum(torch_conv(x, w, stride, pad, 1, 1) + 1, 0)
+    assert_close(run_vm(ex, x), ref)
+
+
+@pytest.mark.parametrize("side", [4, 8, 16])
+def test_small_map_vectorises_its_plane(side):
+    """On 16 lanes a 4x4 or 8x8 map is vectorised over its flattened plane (one or four
+    full vectors), a 16x16 one over its rows (full already)."""
+    data = te.placeholder((1, 4, side, side), name="data")
+    vals = te.placeholder((1, 3, 8), name="vals")
+    offs = te.placeholder((1, 3, 8), "int32", name="offs")
+    out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
+    sch = direct_sparse_rule().apply(te.create_prim_func([data, vals, offs, out]),
+                                     make_target({"kind": "llvm", "mcpu": "znver4"}), False)
+    conv = sch.get_sblock("conv2d_direct_csr_update")
+    loops = [sch.get(lp) for lp in sch.get_loops(conv)]
+    fused = any("y_x_fused" in lp.loop_var.name for lp in loops)
+    assert fused == (side < 16)
+    assert int(loops[-1].extent) == 16 and loops[-1].kind == tvm.tirx.ForKind.VECTORIZED
 
 
 def test_pruned_resnet18_csr_matches_pytorch():

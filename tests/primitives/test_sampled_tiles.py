@@ -94,7 +94,8 @@ def decisions(name: str) -> dict[str, list[list[int]]]:
 
 # the heuristic tiles on AVX-512 (16 float lanes, 32 vector registers) per conv function,
 # as the fixed splits gave them before sampling: output channels ([rest, vectors, lanes]; int8
-# [rest, blocks of 16]; depthwise [rest, channels]), rows, columns; CSR rows, columns
+# [rest, blocks of 16]; depthwise [rest, channels]), rows, columns; CSR channels (pairs),
+# rows, columns, on the 8x8 map channels (4: 16 accumulators) and the flattened plane
 EXPECTED = {
     "direct": {"fused_conv2d_direct_relu": [[1, 2, 16], [8, 1], [1, 8]],
                "fused_conv2d_direct1_relu1": [[1, 4, 16], [9, 1], [3, 3]],
@@ -105,9 +106,9 @@ EXPECTED = {
     "spatial_pack": {"fused_conv2d_spatial_pack_relu": [[1, 2, 16], [8, 1], [1, 8]],
                      "fused_conv2d_spatial_pack1_relu1": [[1, 2, 16], [9, 1], [3, 3]],
                      "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},
-    "direct-csr": {"fused_conv2d_direct_csr_relu": [[1, 8], [1, 8]],
-                   "fused_conv2d_direct_csr1_relu1": [[1, 9], [1, 9]],
-                   "fused_conv2d_direct_csr2_relu2": [[1, 12], [1, 12]]},
+    "direct-csr": {"fused_conv2d_direct_csr_relu": [[8, 4], [4, 16]],
+                   "fused_conv2d_direct_csr1_relu1": [[32, 2], [3, 3], [1, 9]],
+                   "fused_conv2d_direct_csr2_relu2": [[12, 2], [2, 6], [1, 12]]},
     "direct-int8": {"conv2d_direct_int8": [[1, 2], [8, 1], [1, 8]],
                     "conv2d_direct_int81": [[1, 4], [9, 1], [3, 3]],
                     "conv2d_direct": [[6, 4], [3, 4], [1, 12]]},  # depthwise: generic int8
