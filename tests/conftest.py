@@ -1,12 +1,14 @@
 """Shared fixtures: Hydra configs composed the way the entry points compose them."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
 from dlas.cli import CONF_DIR
@@ -85,16 +87,23 @@ def no_account(monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def default_point_artifacts(tmp_path_factory) -> Path:
     """The stored stages of the default point at debug=fast (digits, resnet18 trained, not
-    compressed, compiled with direct/untuned for the local CPU), made once per session by a real
+    compressed, compiled with direct/untuned for the local CPU), made once per run (all workers) by a real
     deploy.run: the tests that start from them copy them (`seed_outputs`) instead of training
     and compiling resnet18 again each."""
     import deploy
 
-    root = tmp_path_factory.mktemp("default_point")
+    # once for the run: pytest-xdist's workers share the folder above their own temp folders
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "default_point"
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("deploy", [f"paths.root={root}", "logger.mode=disabled", "debug=fast"])
-    row = deploy.run(cfg)
-    assert row["status"] == "ok", row["reason"]
+    with FileLock(shared / "default_point.lock"):
+        if not (root / "done").exists():
+            row = deploy.run(cfg)
+            assert row["status"] == "ok", row["reason"]
+            (root / "done").touch()
     return Path(cfg.paths.artifacts)
 
 
