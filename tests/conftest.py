@@ -87,9 +87,9 @@ def no_account(monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def default_point_artifacts(tmp_path_factory) -> Path:
     """The stored stages of the default point at debug=fast (digits, resnet18 trained, not
-    compressed, compiled with direct/untuned for the local CPU), made once per run (all workers) by a real
-    deploy.run: the tests that start from them copy them (`seed_outputs`) instead of training
-    and compiling resnet18 again each."""
+    compressed, compiled with direct/untuned for the local CPU), made once per run (for all
+    workers) by a real deploy.run: the tests that start from them copy them (`seed_outputs`)
+    instead of training and compiling resnet18 again each."""
     import deploy
 
     # once for the run: pytest-xdist's workers share the folder above their own temp folders

@@ -68,7 +68,7 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         pv, x1 = sampled_split(sch, sch.fuse(y, x), [None, lanes])
         inner, tile = [o1, pv], []
     else:
-        row_vectors = -(-largest_divisor(exts[3], 2 * lanes) // lanes)  # as _tile_plane
+        _, row_vectors = _row(exts[3], lanes)
         block = rows * (2 if exts[1] % (2 * rows) == 0 and budget >= 2 * rows * row_vectors
                         else 1)
         o0, o1 = sampled_split(sch, o, [None, block])
@@ -88,11 +88,17 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     return sch
 
 
+def _row(OW, lanes) -> tuple[int, int]:
+    """A tile's row: up to 2 vectors of output columns (a divisor of OW), and its vectors."""
+    xt = largest_divisor(OW, 2 * lanes)
+    return xt, -(-xt // lanes)
+
+
 def _tile_plane(sch, y, x, OH, OW, lanes, budget):
     """A row of up to 2 vectors of output columns, then as many output rows as fit in
     `budget` vectors. Returns [y0, x0, y1, (x vector blocks,) x1]."""
-    xt = largest_divisor(OW, 2 * lanes)
-    yt = largest_divisor(OH, max(1, budget // -(-xt // lanes)))
+    xt, row_vectors = _row(OW, lanes)
+    yt = largest_divisor(OH, max(1, budget // row_vectors))
     y0, y1 = sampled_split(sch, y, [None, yt])
     x0, x1 = sampled_split(sch, x, [None, xt])
     if xt > lanes and xt % lanes == 0:

@@ -161,12 +161,19 @@ def test_sparse_rule_declines_dense_functions():
     assert direct_sparse_rule().apply(func, HOST, False) is None
 
 
-def test_csr_compute_is_marked():
-    side = 5
+def csr_conv(side: int):
+    """A 4 -> 8 channel 3x3 CSR conv on a side x side map, its weight ELL-stored with rows of 3
+    entries: (data, values, offsets, output) tensors."""
     data = te.placeholder((1, 4, side, side), name="data")
     vals = te.placeholder((1, 3, 8), name="vals")
     offs = te.placeholder((1, 3, 8), "int32", name="offs")
-    out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
+    return data, vals, offs, conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4,
+                                               (1, 1))
+
+
+def test_csr_compute_is_marked():
+    side = 5
+    *_, out = csr_conv(side)
     assert tuple(out.shape) == (1, 8, side, side)
     assert dict(out.op.attrs) == {"dlas.primitive": "direct_sparse", "dlas.kernel_layout": "csr"}
 
@@ -215,10 +222,7 @@ def test_small_maps_over_the_output_plane(fmt, side, kernel, stride, sparsity):
 def test_small_map_vectorises_its_plane(side):
     """On 16 lanes a 4x4 or 8x8 map is vectorised over its flattened plane (one or four
     full vectors), a 16x16 one over its rows (full already)."""
-    data = te.placeholder((1, 4, side, side), name="data")
-    vals = te.placeholder((1, 3, 8), name="vals")
-    offs = te.placeholder((1, 3, 8), "int32", name="offs")
-    out = conv2d_direct_csr(data, vals, offs, (8, 4, 3, 3), (1, 1), (1,) * 4, (1, 1))
+    data, vals, offs, out = csr_conv(side)
     sch = direct_sparse_rule().apply(te.create_prim_func([data, vals, offs, out]),
                                      make_target({"kind": "llvm", "mcpu": "znver4"}), False)
     conv = sch.get_sblock("conv2d_direct_csr_update")
