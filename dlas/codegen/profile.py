@@ -62,8 +62,10 @@ def _spec(ty) -> dict | None:
 
 
 def _blocks(func: tirx.PrimFunc) -> list:
+    """The root block (a hand-scheduled kernel, e.g. spatial_pack's csr/bsr, is annotated
+    there) and its children."""
     sch = s_tir.Schedule(func)
-    return [sch.get(b) for b in root_blocks(sch)]
+    return [sch.get(b) for b in [sch.get_sblock("root"), *root_blocks(sch)]]
 
 
 def kernel_kind(func: tirx.PrimFunc) -> dict:

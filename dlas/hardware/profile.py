@@ -45,8 +45,8 @@ def profile_calls(measure, session, kernels: Path, calls: list[dict],
 
 def time_call(measure, lib, dev, call: dict, constants: dict[str, np.ndarray],
               repeat: int | None = None) -> dict:
-    """latency_ms_median / p90 / cv of one call of the plan on the loaded kernel library
-    `lib` (`repeat` repeats, default measure.profile_repeat), or its `error`."""
+    """latency_ms_median / p90 / min / cv of one call of the plan on the loaded kernel
+    library `lib` (`repeat` repeats, default measure.profile_repeat), or its `error`."""
     if call.get("skip"):
         return {"error": call["skip"]}
     try:
@@ -62,6 +62,7 @@ def time_call(measure, lib, dev, call: dict, constants: dict[str, np.ndarray],
         return {"error": first_line(err)}
     return {"latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)),
+            "latency_ms_min": float(times.min()),
             "latency_cv": float(times.std() / times.mean()) if times.mean() > 0 else None}
 
 

@@ -14,7 +14,7 @@ from dlas.codegen.profile import ProfilePlan, kernel_library
 from dlas.hardware import LocalCPU
 from dlas.hardware.measure import Measurement
 from dlas.hardware.profile import profile_calls, profile_summary
-from dlas.primitives import Direct
+from dlas.primitives import Direct, Gemm, SpatialPack
 
 TARGET = tvm.target.Target("llvm")
 
@@ -37,15 +37,18 @@ class Residual(nn.Module):
         return self.fc(torch.relu(y).mean((2, 3)))
 
 
-@pytest.fixture(scope="module")
-def built():
+def sparse_residual() -> tvm.IRModule:
     torch.manual_seed(0)
     net = Residual().eval()
-    with torch.no_grad():  # c1 and c2 90 % sparse: they go csr, stem and shortcut stay dense
+    with torch.no_grad():  # c1 and c2 90 % sparse: they go sparse, stem and shortcut stay dense
         for conv in (net.c1, net.c2):
             conv.weight[conv.weight.abs() < conv.weight.abs().quantile(0.9)] = 0
-    return Untuned().build(import_model(net, torch.randn(1, 3, 8, 8)), Direct(format="csr"),
-                           TARGET)
+    return import_model(net, torch.randn(1, 3, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def built():
+    return Untuned().build(sparse_residual(), Direct(format="csr"), TARGET)
 
 
 def test_plan_matches_each_conv_call_to_its_layer(built, tmp_path):
@@ -62,6 +65,17 @@ def test_plan_matches_each_conv_call_to_its_layer(built, tmp_path):
     built.profile.save(tmp_path)
     again = ProfilePlan.load(tmp_path)
     assert again.calls == calls and again.constants.keys() == built.profile.constants.keys()
+
+
+@pytest.mark.parametrize("primitive", [Direct, Gemm, SpatialPack])
+@pytest.mark.parametrize("fmt", ["csr", "bsr"])
+def test_every_sparse_kernel_is_found_as_its_layer(primitive, fmt):
+    # spatial_pack's sparse kernels are hand-scheduled, annotated on their root block: once
+    # unseen, so format=auto found no sparse layer to time and kept the whole model dense
+    calls = Untuned().build(sparse_residual(), primitive(format=fmt), TARGET).profile.calls
+    got = [(c["layer"]["weight"], c["kind"]["format"]) for c in calls if "layer" in c]
+    assert sorted(got) == sorted([([8, 3, 3, 3], "dense"), ([16, 8, 3, 3], fmt),
+                                  ([16, 8, 1, 1], "dense"), ([16, 16, 3, 3], fmt)])
 
 
 def test_every_call_timed_alone_through_rpc(built, tmp_path):
