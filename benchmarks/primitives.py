@@ -2,8 +2,9 @@
 a whole pruned resnet18, against PyTorch.
 
     python benchmarks/primitives.py [--parts layers int8 model] [--primitives direct gemm ...]
-                                    [--formats dense csr bsr] [--layers 0 3 ...]
+                                    [--formats dense csr bsr auto] [--layers 0 3 ...]
                                     [--sparsity 0.9] [--model-sparsities 0.5 0.7 0.9 0.95]
+                                    [--weights out/artifacts/trained/<key>/model.pt]
                                     [--warmup 3] [--repeat 10] [--min-repeat-ms 50]
 
 Parts:
@@ -16,9 +17,13 @@ Parts:
   the PyTorch row is its float32 conv of the same shapes (eager PyTorch has no int8 conv2d
   with int32 output on CPU), so it is a reference point, not a like-for-like rival.
 - model: resnet18 (digits size: 32x32, 10 classes; random weights, BN statistics randomised
-  as in tests/codegen/test_models_compile.py) globally magnitude-pruned (conv and linear
-  weights, dlas.compression.UnstructuredPruning) to each of --model-sparsities, each
-  primitive x format through the Untuned build, next to PyTorch eager on the pruned net;
+  as in tests/codegen/test_models_compile.py, or --weights: a trained state_dict such as
+  the one `python train.py` stores — the study's case, where global pruning's per-layer
+  sparsities follow trained magnitudes) globally magnitude-pruned (conv and
+  linear weights, dlas.compression.UnstructuredPruning) to each of --model-sparsities, each
+  primitive x format through the Untuned build, next to PyTorch eager on the pruned net
+  (format `auto`: each layer dense or csr by timing both on this CPU at compile time,
+  dlas/codegen/auto_format.py, for the primitives that have csr);
   then (unless --no-profile) the per-layer profile of each build side by side: every conv
   layer's format and kernel time, timed alone on the target (dlas/hardware/profile.py).
 
@@ -46,6 +51,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,7 +73,8 @@ from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
 from dlas.hardware.profile import PROFILE, profile_calls  # noqa: E402
 from dlas.models import make_model  # noqa: E402
-from dlas.primitives.base import FORMATS  # noqa: E402
+from dlas.models.weights import load_checkpoint  # noqa: E402
+from dlas.primitives.base import AUTO, FORMATS  # noqa: E402
 from dlas.primitives.workloads import conv2d_module, model_workloads  # noqa: E402
 from dlas.report import profiles  # noqa: E402
 
@@ -122,23 +129,39 @@ class Bench:
         """(latency stats, outputs, build stats, build seconds); codegen: Untuned() unless
         given (benchmarks/codegen.py passes AutoSchedule with its hardware=). profile: the
         build stats also hold the per-layer profile (`layer_profile`, dlas/hardware/profile.py)."""
+        built = self.build(mod, primitive, codegen, **build_kwargs)
+        result = self.measure.run(self.session, built.lib, inputs)
+        if profile:
+            self.profile(built)
+        built.lib.unlink(missing_ok=True)
+        return result.latency, result.logits, built.stats, built.compile_s
+
+    def build(self, mod, primitive, codegen=None, **build_kwargs) -> Built:
+        """The build exported to a library in the work folder (`lib`), timed (`compile_s`)."""
         codegen = codegen if codegen is not None else Untuned()
         start = time.perf_counter()
         built = codegen.build(mod, primitive, self.target, **build_kwargs)
-        executable, stats = built
         compile_s = time.perf_counter() - start
         self.count += 1
         lib = self.workdir / f"b{self.count}.so"
-        executable.export_library(str(lib))
-        result = self.measure.run(self.session, lib, inputs)
-        lib.unlink(missing_ok=True)
-        if profile:
-            kernels = self.workdir / f"k{self.count}.so"
-            kernel_library(executable).export_library(str(kernels))
-            stats[PROFILE] = profile_calls(self.measure, self.session, kernels,
-                                           built.profile.calls, built.profile.constants)
-            kernels.unlink(missing_ok=True)
-        return result.latency, result.logits, stats, compile_s
+        built.executable.export_library(str(lib))
+        return Built(built.executable, built.stats, built.profile, lib, compile_s)
+
+    def profile(self, built: Built) -> None:
+        """The per-layer profile into the build's stats (`layer_profile`)."""
+        kernels = self.workdir / f"k{self.count}.so"
+        kernel_library(built.executable).export_library(str(kernels))
+        built.stats[PROFILE] = profile_calls(self.measure, self.session, kernels,
+                                             built.profile.calls, built.profile.constants)
+        kernels.unlink(missing_ok=True)
+
+
+class Built(NamedTuple):
+    executable: object
+    stats: dict
+    profile: object  # dlas.codegen.profile.ProfilePlan
+    lib: Path
+    compile_s: float
 
 
 def how(stats: dict) -> str:
@@ -173,7 +196,12 @@ def combos(args) -> list[tuple[str, object, str]]:
                          f"(have: {', '.join(configs)})")
     return [(name, cfg, fmt) for name, cfg in configs.items()
             if not args.primitives or name in args.primitives
-            for fmt in primitive_formats(cfg) if fmt in args.formats]
+            for fmt in _formats(cfg) if fmt in args.formats]
+
+
+def _formats(cfg) -> tuple[str, ...]:
+    have = primitive_formats(cfg)
+    return have + ((AUTO,) if "csr" in have else ())
 
 
 def bench_layers(bench: Bench, args, dtype: str) -> None:
@@ -209,10 +237,12 @@ def bench_layers(bench: Bench, args, dtype: str) -> None:
 
 def bench_model(bench: Bench, args) -> None:
     torch.manual_seed(0)
-    base = rescale(make_model("resnet18", 10, 32))
+    base = make_model("resnet18", 10, 32)
+    base = load_checkpoint(base, args.weights) if args.weights else rescale(base)
     x = torch.randn(1, 3, 32, 32)
     macs = count_macs(base, x)
-    print(f"\n== resnet18@32 (10 classes, random weights), global unstructured magnitude "
+    weights = f"weights {args.weights}" if args.weights else "random weights"
+    print(f"\n== resnet18@32 (10 classes, {weights}), global unstructured magnitude "
           f"pruning of conv+linear weights; {macs / 1e6:.0f} M multiply-adds (conv + linear, dense)")
     print(HEADER)
     print("-" * len(HEADER))
@@ -224,21 +254,40 @@ def bench_model(bench: Bench, args) -> None:
             ref = net(x).double().numpy()
         torch_ms = torch_rows(lambda: net(x), args, f"sparsity {sparsity}", macs)
         mod = import_model(net, x)
-        layer_profiles, model_ms = {}, {}
+        builds = {}
         for name, cfg, fmt in combos(args):
             try:
-                lat, out, stats, compile_s = bench.run(mod, make_primitive(cfg, fmt), x.numpy(),
-                                                       profile=args.profile)
+                builds[f"{name}/{fmt}"] = bench.build(mod, make_primitive(cfg, fmt))
             except Exception as err:  # noqa: BLE001
                 print(f"{'':4s} {'':30s} {name + '/' + fmt:18s} FAILED "
                       f"{type(err).__name__}: {str(err).splitlines()[0][:150]}", flush=True)
-                continue
-            rel = float(np.abs(out.reshape(ref.shape) - ref).max() / np.abs(ref).max())
-            print(row("", "", f"{name}/{fmt}", lat, macs, torch_ms, compile_s, rel,
-                      how(stats)), flush=True)
-            if PROFILE in stats:
-                layer_profiles[f"{name}/{fmt}"] = stats[PROFILE]
-                model_ms[f"{name}/{fmt}"] = lat["latency_ms_median"]
+        # every build timed once per round, in turn: drift of the machine's load hits all
+        times = {what: [] for what in builds}
+        outs = {}
+        for _ in range(args.rounds):
+            for what, built in list(builds.items()):
+                try:
+                    result = bench.measure.run(bench.session, built.lib, x.numpy())
+                except Exception as err:  # noqa: BLE001
+                    print(f"{'':4s} {'':30s} {what:18s} FAILED {type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:150]}", flush=True)
+                    del builds[what]
+                    continue
+                times[what].append(result.times_ms)
+                outs[what] = result.logits
+        layer_profiles, model_ms = {}, {}
+        for what, built in builds.items():
+            lat = latency_stats(np.concatenate(times[what]), bench.measure.noisy_cv)
+            rel = float(np.abs(outs[what].reshape(ref.shape) - ref).max() / np.abs(ref).max())
+            rounds = "/".join(f"{np.median(t):.2f}" for t in times[what])
+            print(row("", "", what, lat, macs, torch_ms, built.compile_s, rel,
+                      f"{how(built.stats)}; round medians {rounds}"), flush=True)
+            model_ms[what] = lat["latency_ms_median"]
+            if args.profile:
+                bench.profile(built)
+                layer_profiles[what] = built.stats[PROFILE]
+            built.lib.unlink(missing_ok=True)
+        print(verdict(model_ms), flush=True)
         if layer_profiles:
             print(f"\nper-layer profile at sparsity {sparsity} (ms per kernel, each timed alone "
                   f"on the target: 1 warm-up call, {bench.measure.profile_repeat} repeats of >= "
@@ -247,13 +296,32 @@ def bench_model(bench: Bench, args) -> None:
             print(profiles.text(table) + "\n", flush=True)
 
 
+def verdict(model_ms: dict[str, float]) -> str:
+    """Best sparse build over best dense, and each primitive's auto over its dense."""
+    dense = {w: t for w, t in model_ms.items() if w.endswith("/dense")}
+    sparse = {w: t for w, t in model_ms.items() if not w.endswith("/dense")}
+    lines = []
+    if dense and sparse:
+        d, sp = min(dense, key=dense.get), min(sparse, key=sparse.get)
+        lines.append(f"best sparse {sp} {sparse[sp]:.3f} ms / best dense {d} {dense[d]:.3f} ms "
+                     f"= {sparse[sp] / dense[d]:.2f}x")
+    for w, t in model_ms.items():
+        if w.endswith(f"/{AUTO}") and w.replace(AUTO, "dense") in dense:
+            lines.append(f"{w} / its dense = {t / dense[w.replace(AUTO, 'dense')]:.2f}x")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["layers", "int8", "model"],
                         choices=["layers", "int8", "model"])
     parser.add_argument("--primitives", nargs="+", default=None,
                         help="config names under conf/primitive (default: all)")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS),
+                        choices=[*FORMATS, AUTO])
+    parser.add_argument("--weights", default=None,
+                        help="a resnet18 state_dict for 10 classes at 32x32 (part model; "
+                             "default: random weights)")
     parser.add_argument("--layers", nargs="+", type=int, default=None,
                         help="indices of resnet18@32's distinct conv layers (default: all 11)")
     parser.add_argument("--sparsity", type=float, default=0.9)
@@ -265,6 +333,9 @@ def main() -> None:
                         help="print the per-layer profile of each pruned model (part model)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="part model: each build timed this many times, builds in turn "
+                             "(--repeat repeats each time)")
     parser.add_argument("--min-repeat-ms", type=float, default=50)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
