@@ -4,7 +4,7 @@ a whole pruned resnet18, against PyTorch.
     python benchmarks/primitives.py [--parts layers int8 model] [--primitives direct gemm ...]
                                     [--formats dense csr bsr auto] [--layers 0 3 ...]
                                     [--sparsity 0.9] [--model-sparsities 0.5 0.7 0.9 0.95]
-                                    [--weights out/artifacts/trained/<key>/model.pt]
+                                    [--model resnet18] [--weights out/artifacts/trained/<key>/model.pt]
                                     [--warmup 3] [--repeat 10] [--min-repeat-ms 50]
 
 Parts:
@@ -16,7 +16,7 @@ Parts:
 - int8: the same layers with int8 data and weights, int32 output (the stack's int8 graphs);
   the PyTorch row is its float32 conv of the same shapes (eager PyTorch has no int8 conv2d
   with int32 output on CPU), so it is a reference point, not a like-for-like rival.
-- model: resnet18 (digits size: 32x32, 10 classes; random weights, BN statistics randomised
+- model: resnet18 or --model (digits size: 32x32, 10 classes; random weights, BN statistics randomised
   as in tests/codegen/test_models_compile.py, or --weights: a trained state_dict such as
   the one `python train.py` stores — the study's case, where global pruning's per-layer
   sparsities follow trained magnitudes) globally magnitude-pruned (conv and
@@ -72,7 +72,7 @@ from dlas.compression.unstructured import UnstructuredPruning  # noqa: E402
 from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
 from dlas.hardware.profile import PROFILE, profile_calls  # noqa: E402
-from dlas.models import make_model  # noqa: E402
+from dlas.models import MODELS, make_model  # noqa: E402
 from dlas.models.weights import load_checkpoint  # noqa: E402
 from dlas.primitives.base import AUTO, FORMATS  # noqa: E402
 from dlas.primitives.workloads import conv2d_module, model_workloads  # noqa: E402
@@ -237,12 +237,12 @@ def bench_layers(bench: Bench, args, dtype: str) -> None:
 
 def bench_model(bench: Bench, args) -> None:
     torch.manual_seed(0)
-    base = make_model("resnet18", 10, 32)
+    base = make_model(args.model, 10, 32)
     base = load_checkpoint(base, args.weights) if args.weights else rescale(base)
     x = torch.randn(1, 3, 32, 32)
     macs = count_macs(base, x)
     weights = f"weights {args.weights}" if args.weights else "random weights"
-    print(f"\n== resnet18@32 (10 classes, {weights}), global unstructured magnitude "
+    print(f"\n== {args.model}@32 (10 classes, {weights}), global unstructured magnitude "
           f"pruning of conv+linear weights; {macs / 1e6:.0f} M multiply-adds (conv + linear, dense)")
     print(HEADER)
     print("-" * len(HEADER))
@@ -319,8 +319,10 @@ def main() -> None:
                         help="config names under conf/primitive (default: all)")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS),
                         choices=[*FORMATS, AUTO])
+    parser.add_argument("--model", default="resnet18", choices=list(MODELS),
+                        help="part model's model (default resnet18)")
     parser.add_argument("--weights", default=None,
-                        help="a resnet18 state_dict for 10 classes at 32x32 (part model; "
+                        help="a state_dict of --model for 10 classes at 32x32 (part model; "
                              "default: random weights)")
     parser.add_argument("--layers", nargs="+", type=int, default=None,
                         help="indices of resnet18@32's distinct conv layers (default: all 11)")
