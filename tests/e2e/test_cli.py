@@ -3,22 +3,11 @@
 Every case runs deploy.py's main() in this process (the imports paid once); two run it as a
 fresh interpreter does, where nothing else was imported or set up before.
 """
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.refusal import error_line
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(args, tmp_path, script="deploy.py", timeout=120):
-    env = {**os.environ, "DLAS_OUTPUTS": str(tmp_path)}
-    return subprocess.run([sys.executable, script, *args, "logger.mode=disabled"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+from tests.refusal import error_line, run_script
 
 
 def run_here(args, tmp_path, monkeypatch, capsys) -> tuple[int, str, str]:
@@ -63,5 +52,5 @@ def test_bad_input_gives_one_line(args, expected, tmp_path, monkeypatch, capsys)
 
 @pytest.mark.parametrize("args, expected", [CASES[1], CASES[5]])
 def test_bad_input_gives_one_line_from_a_fresh_interpreter(args, expected, tmp_path):
-    out = run(args, tmp_path)
+    out = run_script(args, tmp_path)
     one_line_error(out.returncode, out.stdout, out.stderr, expected)

@@ -13,15 +13,9 @@ import pytest
 import deploy
 from dlas.errors import ConfigError
 from dlas.store.results import ResultsStore
-from tests.refusal import error_line
+from tests.refusal import error_line, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(args, tmp_path, script="deploy.py"):
-    env = {**os.environ, "DLAS_OUTPUTS": str(tmp_path / "outputs")}
-    return subprocess.run([sys.executable, script, *args, "logger.mode=disabled"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=180)
 
 
 def one_line(out) -> str:
@@ -48,7 +42,7 @@ def test_a_bad_setting_is_refused_before_training_and_is_no_row(overrides, expec
 def test_an_outputs_path_that_cannot_be_a_folder(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
-    out = run([f"paths.root={afile}/outputs"], tmp_path)
+    out = run_script([f"paths.root={afile}/outputs"], tmp_path / "outputs")
     assert out.returncode == 2
     assert "Not a directory" in one_line(out) and "paths.root" in one_line(out)
 
@@ -58,7 +52,7 @@ def test_a_damaged_results_store_is_named_and_kept(tmp_path):
     store.write_bytes(os.urandom(4096))
     before = store.read_bytes()
     for script in ("deploy.py", "report.py"):
-        out = run([f"paths.results={store}"], tmp_path, script)
+        out = run_script([f"paths.results={store}"], tmp_path / "outputs", script)
         assert out.returncode == 1
         line = one_line(out)
         assert f"paths.results='{store}'" in line and "not a usable results store" in line
@@ -69,7 +63,7 @@ def test_a_damaged_results_store_is_named_and_kept(tmp_path):
 def test_a_config_file_that_is_not_yaml(tmp_path):
     (tmp_path / "conf" / "local").mkdir(parents=True)  # as conf/local/default.yaml would be
     (tmp_path / "conf" / "local" / "default.yaml").write_text("dataset:\n  data_dir: [open\n")
-    out = run(["--config-dir", str(tmp_path / "conf")], tmp_path)
+    out = run_script(["--config-dir", str(tmp_path / "conf")], tmp_path / "outputs")
     assert out.returncode == 2
     assert one_line(out).startswith(f"error: {tmp_path}/conf/local/default.yaml, line 3: "
                                     "not valid YAML")
