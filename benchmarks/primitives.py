@@ -149,7 +149,8 @@ class Bench:
 
     def profile(self, built: Built) -> None:
         """The per-layer profile into the build's stats (`layer_profile`)."""
-        kernels = self.workdir / f"k{self.count}.so"
+        # (a path of its own: the server keeps a loaded library by path)
+        kernels = built.lib.with_name(f"{built.lib.stem}_kernels.so")
         kernel_library(built.executable).export_library(str(kernels))
         built.stats[PROFILE] = profile_calls(self.measure, self.session, kernels,
                                              built.profile.calls, built.profile.constants)
