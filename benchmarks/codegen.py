@@ -354,7 +354,8 @@ def main() -> None:
     logging.getLogger("dlas.codegen.autoschedule").setLevel(logging.INFO)  # tuning progress
     torch.set_num_threads(args.threads)
     hardware = LocalCPU(num_threads=args.threads,  # its own loopback tracker + RPC server
-                        target={"kind": "llvm", "mcpu": args.mcpu})
+                        target={"kind": "llvm", "mcpu": args.mcpu},
+                        session_timeout_s=0)  # one session for hours of tuning: no limit
     start = time.perf_counter()
     print(f"torch {torch.__version__}, tvm {tvm.__version__}, onnxruntime "
           f"{onnxruntime.__version__}; DLAS {args.threads} threads, PyTorch/ORT "

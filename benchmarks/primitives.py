@@ -344,7 +344,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # torch.export / pruning chatter
     torch.set_num_threads(CPUS)
-    hardware = LocalCPU()
+    hardware = LocalCPU(session_timeout_s=0)  # one session for the whole run: no time limit
     measure = Measurement(warmup=args.warmup, repeat=args.repeat,
                           min_repeat_ms=args.min_repeat_ms)
     print(f"torch {torch.__version__}, threads: torch {args.torch_threads}, TVM (RPC server) "
