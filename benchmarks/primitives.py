@@ -4,7 +4,7 @@ a whole pruned resnet18, against PyTorch.
     python benchmarks/primitives.py [--parts layers int8 model] [--primitives direct gemm ...]
                                     [--formats dense csr bsr auto] [--layers 0 3 ...]
                                     [--sparsity 0.9] [--model-sparsities 0.5 0.7 0.9 0.95]
-                                    [--model resnet18] [--weights out/artifacts/trained/<key>/model.pt]
+                                    [--model resnet18] [--scope global|layer] [--weights out/artifacts/trained/<key>/model.pt]
                                     [--warmup 3] [--repeat 10] [--min-repeat-ms 50]
 
 Parts:
@@ -19,8 +19,11 @@ Parts:
 - model: resnet18 or --model (digits size: 32x32, 10 classes; random weights, BN statistics randomised
   as in tests/codegen/test_models_compile.py, or --weights: a trained state_dict such as
   the one `python train.py` stores — the study's case, where global pruning's per-layer
-  sparsities follow trained magnitudes) globally magnitude-pruned (conv and
-  linear weights, dlas.compression.UnstructuredPruning) to each of --model-sparsities, each
+  sparsities follow trained magnitudes) magnitude-pruned (conv and linear weights,
+  dlas.compression.UnstructuredPruning; --scope global, or layer: every layer to the same
+  sparsity, closer to the sparse-MobileNet papers, which prune the 1x1 convolutions evenly;
+  global 0.9 zeroes mobilenetv2's whole classifier, trained or not) to each of
+  --model-sparsities, each
   primitive x format through the Untuned build, next to PyTorch eager on the pruned net
   (format `auto`: each layer dense or csr by timing both on this CPU at compile time,
   dlas/codegen/auto_format.py, for the primitives that have csr);
@@ -243,13 +246,13 @@ def bench_model(bench: Bench, args) -> None:
     x = torch.randn(1, 3, 32, 32)
     macs = count_macs(base, x)
     weights = f"weights {args.weights}" if args.weights else "random weights"
-    print(f"\n== {args.model}@32 (10 classes, {weights}), global unstructured magnitude "
+    print(f"\n== {args.model}@32 (10 classes, {weights}), {args.scope} unstructured magnitude "
           f"pruning of conv+linear weights; {macs / 1e6:.0f} M multiply-adds (conv + linear, dense)")
     print(HEADER)
     print("-" * len(HEADER))
     for sparsity in args.model_sparsities:
         net = copy.deepcopy(base)
-        pruning = UnstructuredPruning(sparsity, scope="global")
+        pruning = UnstructuredPruning(sparsity, scope=args.scope)
         net = pruning.finalize(pruning.apply(net)).eval()
         with torch.no_grad():
             ref = net(x).double().numpy()
@@ -322,6 +325,8 @@ def main() -> None:
                         choices=[*FORMATS, AUTO])
     parser.add_argument("--model", default="resnet18", choices=list(MODELS),
                         help="part model's model (default resnet18)")
+    parser.add_argument("--scope", default="global", choices=["global", "layer"],
+                        help="part model: prune over the whole model or each layer alike")
     parser.add_argument("--weights", default=None,
                         help="a state_dict of --model for 10 classes at 32x32 (part model; "
                              "default: random weights)")
