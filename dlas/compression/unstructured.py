@@ -1,6 +1,7 @@
 """Unstructured magnitude pruning: zero the smallest weights, keep the dense shapes."""
 from __future__ import annotations
 
+import logging
 
 import torch.nn as nn
 from torch.nn.utils import prune
@@ -8,6 +9,7 @@ from torch.nn.utils import prune
 from dlas.errors import DLASError
 from dlas.values import number
 
+log = logging.getLogger(__name__)
 PRUNABLE = (nn.Conv2d, nn.Linear)
 SCOPES = ("global", "layer")
 
@@ -45,7 +47,21 @@ class UnstructuredPruning:
         else:
             for module, attr in params:
                 prune.l1_unstructured(module, attr, amount=self.ratio)
+        self._warn_empty(model)
         return model
+
+    def _warn_empty(self, model: nn.Module) -> None:
+        # global pruning can take a whole layer whose weights are small next to the others'
+        # (mobilenetv2's classifier at 0.9, trained or not): the output then no longer
+        # depends on the input, which a study should see before it reads an accuracy
+        empty = [name for name, m in model.named_modules()
+                 if isinstance(m, PRUNABLE) and hasattr(m, "weight_mask")
+                 and not bool(m.weight_mask.any())]
+        if empty:
+            log.warning("%s pruning to %g removed every weight of %s: what follows gets "
+                        "only their bias%s", self.scope, self.ratio, ", ".join(empty),
+                        " (compression.scope=layer prunes each layer alike)"
+                        if self.scope == "global" else "")
 
     def finalize(self, model: nn.Module) -> nn.Module:
         for module, attr in prunable_weights(model):

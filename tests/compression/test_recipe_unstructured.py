@@ -27,6 +27,17 @@ def test_pruning_reaches_ratio_and_finalize_removes_masks(scope):
             assert (mod.weight == 0).float().mean() == pytest.approx(0.7, abs=0.02)
 
 
+def test_a_layer_pruned_whole_is_named(caplog):
+    net = small_net()
+    with torch.no_grad():  # the classifier's weights far below the convs': global 0.9 takes them all
+        net[4].weight.mul_(1e-3)
+    UnstructuredPruning(ratio=0.9, scope="global").apply(net)
+    assert "removed every weight of 4" in caplog.text and "compression.scope=layer" in caplog.text
+    caplog.clear()
+    UnstructuredPruning(ratio=0.9, scope="layer").apply(small_net())
+    assert "removed every weight" not in caplog.text
+
+
 def test_metrics_of_dense_model():
     net = small_net()
     m = model_metrics(net, torch.zeros(1, 3, 8, 8))
