@@ -72,6 +72,7 @@ from untuned_baseline import count_macs  # noqa: E402
 from dlas.codegen import Untuned, import_model  # noqa: E402
 from dlas.codegen.profile import kernel_library  # noqa: E402
 from dlas.compression.unstructured import UnstructuredPruning  # noqa: E402
+from dlas.errors import DLASError  # noqa: E402
 from dlas.hardware import LocalCPU  # noqa: E402
 from dlas.hardware.measure import Measurement, latency_stats  # noqa: E402
 from dlas.hardware.profile import PROFILE, profile_calls  # noqa: E402
@@ -239,10 +240,17 @@ def bench_layers(bench: Bench, args, dtype: str) -> None:
                       how(stats)), flush=True)
 
 
-def bench_model(bench: Bench, args) -> None:
+def base_model(args) -> torch.nn.Module:
+    """--model with --weights, or random weights (a bad --weights: one line, before any work)."""
     torch.manual_seed(0)
     base = make_model(args.model, 10, 32)
-    base = load_checkpoint(base, args.weights) if args.weights else rescale(base)
+    try:
+        return load_checkpoint(base, args.weights) if args.weights else rescale(base)
+    except DLASError as err:
+        raise SystemExit(f"error: --weights: {err}") from None
+
+
+def bench_model(bench: Bench, args, base: torch.nn.Module) -> None:
     x = torch.randn(1, 3, 32, 32)
     macs = count_macs(base, x)
     weights = f"weights {args.weights}" if args.weights else "random weights"
@@ -349,6 +357,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # torch.export / pruning chatter
     torch.set_num_threads(CPUS)
+    base = base_model(args) if "model" in args.parts else None
     hardware = LocalCPU(session_timeout_s=0)  # one session for the whole run: no time limit
     measure = Measurement(warmup=args.warmup, repeat=args.repeat,
                           min_repeat_ms=args.min_repeat_ms)
@@ -363,7 +372,7 @@ def main() -> None:
         bench = Bench(session, measure, Path(tmp))
         for part in args.parts:
             if part == "model":
-                bench_model(bench, args)
+                bench_model(bench, args, base)
             else:
                 bench_layers(bench, args, "int8" if part == "int8" else "float32")
 
