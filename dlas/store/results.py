@@ -183,8 +183,9 @@ class ResultsStore:
                 _insert(db, row)
 
     def get(self, key: str) -> dict | None:
-        if self.rows_only:
-            return self.files.read(key)
+        if self.rows_only:  # the row as the database gives it: its profile is profile()'s
+            row = self.files.read(key)
+            return None if row is None else {k: v for k, v in row.items() if k != "profile"}
         with self._open() as db:
             row = db.execute("SELECT * FROM points WHERE key = ?", (key,)).fetchone()
         return _decode(row) if row else None

@@ -16,11 +16,14 @@ LAYERS = dict(dataset="digits", model="resnet18", compression="none", primitive=
 def test_a_rows_only_job_never_opens_sqlite_and_the_head_takes_its_rows_in_once(tmp_path):
     db, rows = tmp_path / "head" / "results.sqlite", tmp_path / "shared" / "rows"
     job = ResultsStore(db, rows=rows, rows_only=True)
-    job.record("k1", status="ok", layers=LAYERS, sweep="s1", metrics={"latency_ms_median": 2.0})
+    job.record("k1", status="ok", layers=LAYERS, sweep="s1", metrics={"latency_ms_median": 2.0},
+               profile=[{"call": 0, "latency_ms_median": 1.0}])
     job.record("k2", status="failed", layers=LAYERS, sweep="s1", layer="hardware", reason="gone")
     job.mark_seen("k1", "s2")  # another sweep reused k1
     assert not db.exists()  # nothing of SQLite where the job ran
     assert job.get("k1")["metrics"] == {"latency_ms_median": 2.0}  # a job's reuse check
+    # the same row as the database gives it; the profile comes apart, as there
+    assert "profile" not in job.get("k1") and job.profile("k1")[0]["latency_ms_median"] == 1.0
     # a writer still at work (or killed mid-write) leaves only a hidden temporary file
     (rows / ".k3.json.tmp123").write_text('{"key": "k3", "sta')
 
@@ -28,6 +31,7 @@ def test_a_rows_only_job_never_opens_sqlite_and_the_head_takes_its_rows_in_once(
     assert head.ingest() == 2
     assert {r["key"]: r["status"] for r in head.rows()} == {"k1": "ok", "k2": "failed"}
     assert head.get("k1")["metrics"] == {"latency_ms_median": 2.0}
+    assert head.get("k1").keys() == job.get("k1").keys() and head.profile("k1") == job.profile("k1")
     assert [r["key"] for r in head.rows(sweep="s2")] == ["k1"]
     assert head.ingest() == 0  # nothing new: nothing taken in, no second row
     job.record("k2", status="ok", layers=LAYERS, sweep="s3")  # the point measured again
