@@ -83,8 +83,10 @@ def blocked_int8_layout(lanes: int) -> tvm.transform.Pass:
     lanes; a module without a conv it would block is returned unchanged."""
 
     def layouts(call: relax.Call) -> dict[str, list[str]]:
-        found = dot_conv_layouts(call, lanes)
-        return {CONV2D: found} if found is not None else {}
+        if getattr(call.op, "name", "") != CONV2D:
+            return {}
+        # any other conv2d (depthwise, float) stays NCHW, whatever its input's layout
+        return {CONV2D: dot_conv_layouts(call, lanes) or ["NCHW", "OIHW", "NCHW"]}
 
     @tvm.transform.module_pass(opt_level=0, name="DLASBlockedInt8Layout")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
