@@ -14,16 +14,22 @@ the dot-product path (int8, groups 1, constant OIHW weight, static shapes; data 
 blocked where its channels are whole blocks). The element-wise requantization between
 convs (rescale, bias, residual add, ReLU, quantize) follows the layout, so the next conv
 reads the previous one's blocked int8 output: its pack is only the pad and the +128 shift,
-contiguous rows, and the epilogue writes whole vectors of L channels. Layout transforms
-stay only at the graph's edges and around ops that keep NCHW (the 3-channel stem's input,
-depthwise convs, the flatten before the classifier). Every value is the same: the ops
-compute the same arithmetic on re-indexed tensors, so the result is bit-exact.
+contiguous rows, and the epilogue writes whole vectors of L channels. A conv whose input
+comes from another conv2d (depthwise, grouped, float), or whose output goes to one, keeps
+NCHW on that side: a layout transform there would be a stand-alone transpose kernel (on
+MobileNetV2 ~0.5 ms of int8 transposes around its depthwise convs), where the conv's
+in-kernel pack or unpack does the same re-lay at no extra pass. Transforms are left only at
+the graph's edges (the stem's 3-channel input stays NCHW; the flatten before the
+classifier). Every value is the same: the ops compute the same arithmetic on re-indexed
+tensors, so the result is bit-exact.
 
 Relax's `clip` has no layout rule for a sub-indexed layout (ConvertLayout would put the
 quantize's clip back in NCHW, with two transforms around it), so clips are first written
 as the minimum/maximum TVM's clip computes (topi: max(min(x, hi), lo)).
 """
 from __future__ import annotations
+
+import hashlib
 
 import tvm
 from tvm import relax
@@ -51,6 +57,68 @@ def dot_conv_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     block = f"NCHW{lanes}c"
     return [block if dshape[1] % lanes == 0 else "NCHW", "OIHW",
             block if oshape[1] % lanes == 0 else "NCHW"]
+
+
+# ops the blocked layout passes through between convs (the requantization's)
+ELEMENTWISE = {f"relax.{op}" for op in ("astype", "multiply", "add", "subtract", "divide",
+                                        "round", "minimum", "maximum", "clip", "nn.relu")}
+
+
+def _key(weight: Constant) -> str:
+    """What names a conv across ConvertLayout's rewrite: its constant weight's bytes."""
+    value = weight.value.numpy()
+    return hashlib.sha1(value.tobytes() + repr(value.shape).encode()).hexdigest()
+
+
+def _other_conv_neighbours(func: relax.Function, lanes: int) -> tuple[set, set]:
+    """Keys (_key of their weights) of the dot-product convs whose input comes
+    from, and of those whose output goes to, another conv2d (depthwise, grouped, float)
+    through element-wise ops only. That side stays NCHW: a transform there is a transpose
+    of its own (slow as a stand-alone kernel), where the conv's in-kernel pack or unpack is
+    the same transpose for free (MobileNetV2's 1x1s around its depthwise convs)."""
+    bound, users = {}, {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            bound[binding.var] = binding.value
+            if isinstance(binding.value, relax.Call):
+                for arg in binding.value.args:
+                    if isinstance(arg, relax.Var):
+                        users.setdefault(arg, []).append(binding.var)
+
+    def is_other_conv(value) -> bool:
+        return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == CONV2D
+                and dot_conv_layouts(value, lanes) is None)
+
+    def reaches(start: relax.Var, step) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            var = todo.pop()
+            value = bound.get(var)
+            if var in seen or value is None:
+                continue
+            seen.add(var)
+            if is_other_conv(value):
+                return True
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") in ELEMENTWISE:
+                todo += step(var, value)
+        return False
+
+    def up(var, value):
+        return [a for a in value.args if isinstance(a, relax.Var)]
+
+    def down(var, value):
+        return users.get(var, [])
+
+    from_other, to_other = set(), set()
+    for var, value in bound.items():
+        if isinstance(value, relax.Call) and dot_conv_layouts(value, lanes) is not None:
+            key = _key(value.args[1])
+            data = value.args[0]
+            if isinstance(data, relax.Var) and reaches(data, up):
+                from_other.add(key)
+            if any(reaches(user, down) for user in users.get(var, [])):
+                to_other.add(key)
+    return from_other, to_other
 
 
 def _blocked_convs(func: relax.Function, lanes: int) -> int:
@@ -82,20 +150,35 @@ def blocked_int8_layout(lanes: int) -> tvm.transform.Pass:
     """The pass (module doc) for a target whose dot-product instruction has `lanes` output
     lanes; a module without a conv it would block is returned unchanged."""
 
+    nchw = ["NCHW", "OIHW", "NCHW"]
+    from_other, to_other = set(), set()
+
     def layouts(call: relax.Call) -> dict[str, list[str]]:
         if getattr(call.op, "name", "") != CONV2D:
             return {}
-        # any other conv2d (depthwise, float) stays NCHW, whatever its input's layout
-        return {CONV2D: dot_conv_layouts(call, lanes) or ["NCHW", "OIHW", "NCHW"]}
+        found = dot_conv_layouts(call, lanes)
+        if found is None:  # any other conv2d stays NCHW, whatever its input's layout
+            return {CONV2D: nchw}
+        key = _key(call.args[1])
+        data = "NCHW" if key in from_other else found[0]
+        return {CONV2D: [data, "OIHW", "NCHW" if key in to_other else found[2]]}
 
     @tvm.transform.module_pass(opt_level=0, name="DLASBlockedInt8Layout")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         funcs = [(gv, f) for gv, f in mod.functions_items() if isinstance(f, relax.Function)]
         if not any(_blocked_convs(f, lanes) for _, f in funcs):
             return mod
-        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(mod.functions, mod.attrs)
-        for gv, func in funcs:
-            mod[gv] = _ClipAsMinMax().visit_expr(func)
-        return relax.transform.ConvertLayout({}, layouts)(mod)
+        from_other.clear()
+        to_other.clear()
+        out = tvm.IRModule({})
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                func = _ClipAsMinMax().visit_expr(func)
+                sides = _other_conv_neighbours(func, lanes)
+                from_other.update(sides[0])
+                to_other.update(sides[1])
+            out[gv] = func
+        out = out.with_attrs(mod.attrs) if mod.attrs is not None else out
+        return relax.transform.ConvertLayout({}, layouts)(out)
 
     return transform

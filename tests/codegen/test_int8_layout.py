@@ -108,14 +108,13 @@ def test_blocked_layout_stays_between_convs(model):
     mod, _ = model
     before = tvm.transform.Sequential(inference_passes())(mod)
     after = blocked_int8_layout(16)(before)
+    # blocked from the stem's output on; NCHW on both sides of the depthwise conv (its
+    # neighbours' in-kernel pack and unpack re-lay it), so no activation is transformed
     assert conv_layouts(after) == [("NCHW", "NCHW16c"), ("NCHW16c", "NCHW16c"),
-                                   ("NCHW16c", "NCHW16c"), ("NCHW16c", "NCHW16c"),
-                                   ("NCHW", "NCHW"), ("NCHW16c", "NCHW16c"), ("NCHW16c", "NCHW")]
+                                   ("NCHW16c", "NCHW16c"), ("NCHW16c", "NCHW"),
+                                   ("NCHW", "NCHW"), ("NCHW", "NCHW16c"), ("NCHW16c", "NCHW")]
     text = after["main"].script()
-    # of activations (the constants' fold away): the int8 input of the depthwise conv to
-    # NCHW, its int8 output back; none between the first four convs, none in float
-    moved = [line for line in text.splitlines() if "R.layout_transform(lv" in line]
-    assert len(moved) == 2 and all('dtype="int8"' in line for line in moved)
+    assert "R.layout_transform(lv" not in text  # (the constants' transforms fold away)
     assert "R.clip" not in text  # written as minimum/maximum, which follow the layout
 
 
