@@ -31,7 +31,9 @@ so the two innermost loops, L output channels x 4 input channels, are exactly on
 product (the tensor intrinsic), the 4 activation bytes one broadcast 32-bit load, the 4L
 weight bytes one vector. The data pack runs once per call, inside the conv's PrimFunc
 (pad, shift and re-layout in one pass over the input, like the float spatial_pack); the
-unpack is the tile's write-back, fused with the requantization epilogue.
+unpack is the tile's write-back, fused with the requantization epilogue. Between two such
+convs codegen's int8_layout.py keeps the activations NCHW[ib]c (ib = L): the pack is then
+the pad and shift alone and the output stays blocked, with no unpack.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
 After FuseOps/FuseTIR such a function is: data_pack_u8/_s8 (pad [+ shift] + NCHW[ib]c) ->
 conv (packed int32 output [n, Op/L, OH, OW, L], L the instruction's lanes) ->
-unpack[_compensate] -> [requantization
+unpack[_compensate] (or compensate alone, blocked output: int8_layout.py) -> [requantization
 epilogue: float rescale, bias, residual add, relu, quantize of the next layer...]. The
 schedule:
 
