@@ -70,55 +70,58 @@ def _key(weight: Constant) -> str:
     return hashlib.sha1(value.tobytes() + repr(value.shape).encode()).hexdigest()
 
 
-def _other_conv_neighbours(func: relax.Function, lanes: int) -> tuple[set, set]:
-    """Keys (_key of their weights) of the dot-product convs whose input comes
-    from, and of those whose output goes to, another conv2d (depthwise, grouped, float)
-    through element-wise ops only. That side stays NCHW: a transform there is a transpose
-    of its own (slow as a stand-alone kernel), where the conv's in-kernel pack or unpack is
-    the same transpose for free (MobileNetV2's 1x1s around its depthwise convs)."""
+def _nchw_sides(func: relax.Function, lanes: int) -> tuple[set, set]:
+    """Keys (_key of their weights) of the dot-product convs whose input comes from, and
+    of those whose output goes to, the graph's edge or another conv2d (depthwise, grouped,
+    float) through element-wise ops only. That side stays NCHW: a transform there would be
+    a stand-alone transpose kernel, where the conv's in-kernel pack or unpack does the same
+    re-lay at no extra pass over the tensor (MobileNetV2's 1x1s around its depthwise convs;
+    a lone conv)."""
     bound, users = {}, {}
     for block in func.body.blocks:
         for binding in block.bindings:
-            bound[binding.var] = binding.value
-            if isinstance(binding.value, relax.Call):
-                for arg in binding.value.args:
-                    if isinstance(arg, relax.Var):
-                        users.setdefault(arg, []).append(binding.var)
+            value = bound[binding.var] = binding.value
+            args = (value.args if isinstance(value, relax.Call) else
+                    value.fields if isinstance(value, relax.Tuple) else [value])
+            for arg in args:
+                if isinstance(arg, relax.Var):
+                    users.setdefault(arg, []).append(binding.var)
+    params, result = set(func.params), func.body.body
 
     def is_other_conv(value) -> bool:
         return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == CONV2D
                 and dot_conv_layouts(value, lanes) is None)
 
-    def reaches(start: relax.Var, step) -> bool:
+    def reaches_edge(start: relax.Var, upward: bool) -> bool:
         seen, todo = set(), [start]
         while todo:
             var = todo.pop()
-            value = bound.get(var)
-            if var in seen or value is None:
+            if var in seen:
                 continue
             seen.add(var)
-            if is_other_conv(value):
+            value = bound.get(var)
+            if var in params or var.same_as(result) or is_other_conv(value):
                 return True
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") in ELEMENTWISE:
-                todo += step(var, value)
+            if isinstance(value, relax.Var | relax.Tuple):  # (a tuple: the outputs)
+                todo += [value] if upward and isinstance(value, relax.Var) \
+                    else users.get(var, [])
+            elif isinstance(value, relax.Call) \
+                    and getattr(value.op, "name", "") in ELEMENTWISE:
+                todo += ([a for a in value.args if isinstance(a, relax.Var)] if upward
+                         else users.get(var, []))
         return False
 
-    def up(var, value):
-        return [a for a in value.args if isinstance(a, relax.Var)]
-
-    def down(var, value):
-        return users.get(var, [])
-
-    from_other, to_other = set(), set()
+    data_nchw, out_nchw = set(), set()
     for var, value in bound.items():
         if isinstance(value, relax.Call) and dot_conv_layouts(value, lanes) is not None:
             key = _key(value.args[1])
             data = value.args[0]
-            if isinstance(data, relax.Var) and reaches(data, up):
-                from_other.add(key)
-            if any(reaches(user, down) for user in users.get(var, [])):
-                to_other.add(key)
-    return from_other, to_other
+            if isinstance(data, relax.Var) and reaches_edge(data, upward=True):
+                data_nchw.add(key)
+            if var.same_as(result) or any(reaches_edge(user, upward=False)
+                                          for user in users.get(var, [])):
+                out_nchw.add(key)
+    return data_nchw, out_nchw
 
 
 def _blocked_convs(func: relax.Function, lanes: int) -> int:
@@ -151,7 +154,7 @@ def blocked_int8_layout(lanes: int) -> tvm.transform.Pass:
     lanes; a module without a conv it would block is returned unchanged."""
 
     nchw = ["NCHW", "OIHW", "NCHW"]
-    from_other, to_other = set(), set()
+    from_other, to_other = set(), set()  # (_nchw_sides of the module being transformed)
 
     def layouts(call: relax.Call) -> dict[str, list[str]]:
         if getattr(call.op, "name", "") != CONV2D:
@@ -174,7 +177,7 @@ def blocked_int8_layout(lanes: int) -> tvm.transform.Pass:
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 func = _ClipAsMinMax().visit_expr(func)
-                sides = _other_conv_neighbours(func, lanes)
+                sides = _nchw_sides(func, lanes)
                 from_other.update(sides[0])
                 to_other.update(sides[1])
             out[gv] = func
