@@ -21,6 +21,7 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
 from dlas.codegen.dense import dense_legalize_map
 from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
 from dlas.codegen.graph import FoldInferenceConstants
+from dlas.codegen.int8_layout import blocked_int8_layout
 from dlas.codegen.profile import ProfilePlan, profile_plan
 from dlas.primitives.base import LayerCounts, Primitive
 from dlas.primitives.schedule_utils import RULE_KEY
@@ -39,7 +40,8 @@ def inference_passes() -> list[tvm.transform.Pass]:
 
 def front_passes(primitive: Primitive, target: tvm.target.Target,
                  counts: LayerCounts | None = None) -> list[tvm.transform.Pass]:
-    """Library dispatch, the primitive's conv2d legalization (DLAS's blocked matmul for
+    """The primitive's int8 layout (activations blocked between its dot-product convs:
+    int8_layout.py), library dispatch, the primitive's conv2d legalization (DLAS's blocked matmul for
     constant-weight linear layers, TVM's for every other op), constant folding (weight
     transforms of constant weights), fusion into PrimFuncs. `counts`: where the build
     counts how its conv2d layers were legalized."""
@@ -47,7 +49,9 @@ def front_passes(primitive: Primitive, target: tvm.target.Target,
     legalize = {**dense_legalize_map(), **primitive.legalize_map(record)}
     if counts is not None:
         legalize[CONV2D] = _naming(legalize[CONV2D], counts)
-    return _generic(target).library_dispatch_passes(target) + [
+    lanes = primitive.blocked_int8_lanes(target)
+    layout = [blocked_int8_layout(lanes)] if lanes else []
+    return layout + _generic(target).library_dispatch_passes(target) + [
         relax.transform.LegalizeOps(legalize),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -118,6 +118,12 @@ class Primitive(ABC):
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         """DLight rules giving this primitive's PrimFuncs their default schedule on `target`."""
 
+    def blocked_int8_lanes(self, target: Target) -> int | None:
+        """The output lanes L when this primitive's int8 dot-product convs keep their
+        activations NCHW[L]c between them on `target` (codegen's int8_layout.py), else
+        None (every conv takes and gives NCHW)."""
+        return None
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, "
                 f"sparsity_threshold={self.sparsity_threshold})")

@@ -21,6 +21,7 @@ from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr,
                                            geometry, window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
 from dlas.primitives.int8_compute import K4
+from dlas.primitives.int8_legalize import blocked_lanes
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, to_ell
@@ -108,16 +109,19 @@ class Direct(Primitive):
     (bo output channels x bk weight columns) is the BSR tile, it must divide every layer
     that goes bsr (DLASError otherwise). int8_dot: int8 layers on the target's integer
     dot-product instructions where it has them (False: the generic int8 compute, to
-    compare).
+    compare); int8_blocked: their activations NCHW[L]c from one such conv to the next
+    (codegen's int8_layout.py; False: each conv takes and gives NCHW, to compare).
     """
 
     formats = ("dense", "csr", "bsr")
 
     def __init__(self, name: str = "direct", format: str = "dense",
-                 sparsity_threshold: float = 0.5, block=(4, 1), int8_dot: bool = True):
+                 sparsity_threshold: float = 0.5, block=(4, 1), int8_dot: bool = True,
+                 int8_blocked: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.block = parse_block(block)
         self.int8_dot = bool(int8_dot)
+        self.int8_blocked = bool(int8_blocked)
 
     def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
         if self.format == "dense":
@@ -130,7 +134,11 @@ class Direct(Primitive):
         return {"relax.nn.conv2d": hook}
 
     def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", block={list(self.block)}, int8_dot={self.int8_dot})"
+        return (super().__repr__()[:-1] + f", block={list(self.block)}, "
+                f"int8_dot={self.int8_dot}, int8_blocked={self.int8_blocked})")
+
+    def blocked_int8_lanes(self, target: Target) -> int | None:
+        return blocked_lanes(target, self.format, self.int8_dot, self.int8_blocked)
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
         rules = [int8_dot_rule("direct"), direct_conv2d_rule()]

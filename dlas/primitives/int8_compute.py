@@ -31,7 +31,9 @@ so the two innermost loops, L output channels x 4 input channels, are exactly on
 product (the tensor intrinsic), the 4 activation bytes one broadcast 32-bit load, the 4L
 weight bytes one vector. The data pack runs once per call, inside the conv's PrimFunc
 (pad, shift and re-layout in one pass over the input, like the float spatial_pack); the
-unpack is the tile's write-back, fused with the requantization epilogue.
+unpack is the tile's write-back, fused with the requantization epilogue. Between two such
+convs codegen's int8_layout.py keeps the activations NCHW[ib]c (ib = L): the pack is then
+the pad and shift alone and the output stays blocked, with no unpack.
 """
 from __future__ import annotations
 
@@ -73,7 +75,8 @@ def pack_weight_int8(weight: np.ndarray, ib: int, lanes: int = OB
 
 def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor | None,
                     out_channels: int, strides, padding, dilation, primitive: str,
-                    patches: tuple[int, int] | None = None) -> te.Tensor:
+                    patches: tuple[int, int] | None = None,
+                    blocked_out: bool = False) -> te.Tensor:
     """NCHW int8 conv2d (groups=1) with `out_channels` int32 outputs from the packed weight
     and its compensation (pack_weight_int8): the +128 shift to u8 (x86); None: s8
     activations as they are (sdot). The conv block is marked as `primitive`'s (its
@@ -83,10 +86,22 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
     1, 1] matrix, and the data pack gathers the patch matrix [n, Kp/ib, OH, OW, ib] (k =
     (c, ky, kx), numpy's order) instead of the padded input, so the conv is a 1x1 one over
     the patches: one GEMM, its reduction the whole window in blocks of ib.
+
+    Blocked layouts (int8_layout.py keeps the activations NCHW[ib]c between such convs): a
+    5-D `data` is NCHW[ib]c already (ib the weight's input block), so its pack is only the
+    pad and the shift, contiguous rows; blocked_out: the output is the conv's own
+    [n, O/L, OH, OW, L] (O a multiple of L), compensated, with no unpack.
     """
-    n_, c_, h_, w_ = (int(d) for d in data.shape)
+    blocked_in = len(data.shape) == 5
+    if blocked_in:
+        n_, cbd, h_, w_, bd = (int(d) for d in data.shape)
+        c_ = cbd * bd
+    else:
+        n_, c_, h_, w_ = (int(d) for d in data.shape)
     ob_, cb_, kh, kw, i4, lanes, _ = (int(d) for d in weight.shape)
     ib = i4 * K4
+    if blocked_in and (bd != ib or patches is not None):
+        raise ValueError(f"NCHW{bd}c data needs the weight's input block ({ib}), no im2col")
     o_, shift = int(out_channels), compensation is not None
     sh, sw = _ints(strides, 2, "strides")
     dh, dw = _ints(dilation, 2, "dilation")
@@ -103,7 +118,15 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
         return tirx.if_then_else(inside, value, tirx.const(SHIFT, "uint8"))
 
     def pack(n, cb, h, w, ci):
-        c, y, x = cb * ib + ci, h - pt, w - pl
+        y, x = h - pt, w - pl
+        if blocked_in:  # (the channels are whole blocks: no channel padding)
+            value = data[n, cb, y, x, ci]
+            if shift:
+                value = (value.astype("int32") + SHIFT).astype("uint8")
+            return tirx.if_then_else(tirx.all(y >= 0, y < h_, x >= 0, x < w_), value,
+                                     tirx.const(SHIFT, "uint8") if shift
+                                     else tirx.const(0, "int8"))
+        c = cb * ib + ci
         return shifted(n, c, y, x, tirx.all(c < c_, y >= 0, y < h_, x >= 0, x < w_))
 
     def gather(n, kb, y0, x0, ki):
@@ -130,6 +153,15 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
             * weight[o, rb, ry, rx, r4, oi, ri].astype("int32"), axis=[rb, ry, rx, r4, ri]),
         name="conv2d_int8_dot",
         attrs={PRIMITIVE_KEY: primitive, LAYOUT_KEY: f"NCHW{ib}c-OIHW{i4}i{lanes}o4i"})
+
+    if blocked_out:
+        if ob_ * lanes != o_:
+            raise ValueError(f"NCHW{lanes}c output of {o_} channels: not whole blocks")
+        if not shift:
+            return conv
+        return te.compute((n_, ob_, oh, ow, lanes), lambda n, o, y, x, oi:
+                          conv[n, o, y, x, oi] - compensation[o * lanes + oi],
+                          name="compensate")
 
     def unpack(n, o, y, x):
         value = conv[n, o // lanes, y, x, o % lanes]

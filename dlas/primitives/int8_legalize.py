@@ -8,7 +8,8 @@ A layer takes it when all of these hold; otherwise the primitive computes it as 
   avx2, sdot), whose instruction sets the output-channel block (16, 16, 8, 4) and whether
   the activations are shifted to u8 or stay s8 (sdot; avx2 when no weight is -128:
   int8_intrin.activation_dtype);
-- int8 data, a constant int8 weight, int32 output, NCHW/OIHW, static shapes;
+- int8 data, a constant int8 weight, int32 output, static shapes, NCHW/OIHW or the
+  blocked layouts codegen's int8_layout.py gives (NCHW[L]c data and output, OIHW);
 - groups == 1. Depthwise and grouped convs keep today's path: their reduction per output
   is one channel's window (9 or 25 values) or a few channels, too short to fill 4-byte dot
   products without padding each group's channels to 4 (4x the work for depthwise).
@@ -35,11 +36,31 @@ def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
         return PLAIN
     if str(attrs.out_dtype or call.ty.dtype) != "int32" or int(attrs.groups) != 1:
         return PLAIN
-    if not is_nchw(attrs) or static_shape(data.ty.shape) is None:
+    if static_shape(data.ty.shape) is None or constant_array(bb, weight) is None:
         return PLAIN
-    if constant_array(bb, weight) is None:
-        return PLAIN
-    return int8_path(Target.current(allow_none=True))
+    path = int8_path(Target.current(allow_none=True))
+    if is_nchw(attrs) or (path in LANES and _blocked(attrs, LANES[path]) is not None):
+        return path
+    return PLAIN
+
+
+def blocked_lanes(target: Target | None, format: str, int8_dot: bool, blocked: bool
+                  ) -> int | None:
+    """A primitive's Primitive.blocked_int8_lanes: the path's lanes on `target` for dense
+    weights with the dot-product path and the blocked layout on, else None."""
+    path = int8_path(target)
+    return LANES[path] if format == "dense" and int8_dot and blocked and path in LANES else None
+
+
+def _blocked(attrs, lanes: int) -> tuple[bool, bool] | None:
+    """(data blocked, output blocked) of a conv2d whose layouts the dot-product compute
+    takes: data NCHW or NCHW[lanes]c, weight OIHW, output NCHW or NCHW[lanes]c (what
+    codegen's int8_layout.py asks for); None for any other."""
+    block = f"NCHW{lanes}c"
+    data, kernel, out = attrs.data_layout, attrs.kernel_layout, attrs.out_layout
+    if kernel != "OIHW" or data not in ("NCHW", block) or out not in ("NCHW", block):
+        return None
+    return data == block, out == block
 
 
 def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, path: str,
@@ -47,18 +68,22 @@ def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, 
     """The dot-product conv on `path` of a call int8_dot_path accepted, input channels
     blocked by the widest of 16/8/4 up to `widest_block` that divides them (padded to 4);
     the conv block is marked as `primitive`'s, for its schedule rule. im2col: as a GEMM over
-    the patch matrix (its rows, C*KH*KW, blocked instead of the channels)."""
+    the patch matrix (its rows, C*KH*KW, blocked instead of the channels). A call in the
+    blocked layouts (NCHW[L]c data and/or output, L the path's lanes: codegen's
+    int8_layout.py) takes its data block as the input block and writes its output blocked."""
     attrs = call.attrs
     data, weight = call.args
     value = constant_array(bb, weight)
     o, c, kh, kw = value.shape
     patches = None
-    if im2col:
+    blocked_in, blocked_out = _blocked(attrs, LANES[path])
+    block = LANES[path] if blocked_in else input_block(c, widest_block)
+    if im2col and not blocked_in:
         value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
-    packed, comp = pack_weight_int8(value, input_block(value.shape[1], widest_block),
-                                    LANES[path])
+        block = input_block(value.shape[1], widest_block)
+    packed, comp = pack_weight_int8(value, block, LANES[path])
     shifted = activation_dtype(path, int(value.min())) == "uint8"  # else s8: no compensation
     return bb.call_te(conv2d_int8_dot, data, relax.const(packed),
                       relax.const(comp) if shifted else None, o, attrs.strides, attrs.padding,
-                      attrs.dilation, int8_block_name(primitive), patches,
+                      attrs.dilation, int8_block_name(primitive), patches, blocked_out,
                       primfunc_name_hint=f"conv2d_{primitive}_int8")

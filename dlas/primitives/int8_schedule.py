@@ -3,7 +3,7 @@
 
 After FuseOps/FuseTIR such a function is: data_pack_u8/_s8 (pad [+ shift] + NCHW[ib]c) ->
 conv (packed int32 output [n, Op/L, OH, OW, L], L the instruction's lanes) ->
-unpack[_compensate] -> [requantization
+unpack[_compensate] (or compensate alone, blocked output: int8_layout.py) -> [requantization
 epilogue: float rescale, bias, residual add, relu, quantize of the next layer...]. The
 schedule:
 
@@ -87,11 +87,18 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
 def _schedule_pack(sch: s_tir.Schedule, pack, parallel: bool) -> None:
     """The data pack [n, Cp/ib, Hp, Wp, ib] = shifted NCHW rows: parallel over (n, block,
     row); per row the ib channels unrolled, each a vector along the row (contiguous reads
-    of the NCHW input): 2.5-4x faster than element by element (64x34x34, Zen 5)."""
+    of the NCHW input): 2.5-4x faster than element by element (64x34x34, Zen 5). From
+    NCHW[ib]c data (int8_layout.py) a padded row is one contiguous copy: vectors of 64
+    bytes along it."""
     n, cb, h, w, ci = sch.get_loops(pack)
     fused = sch.fuse(n, cb, h)
     if parallel:
         sch.parallel(fused)
+    if len(sch.get(pack).reads[0].source.shape) == 5:
+        ib = extent(sch, ci)
+        _, w = sch.split(w, [None, largest_divisor(extent(sch, w), max(1, 64 // ib))])
+        sch.vectorize(sch.fuse(w, ci))
+        return
     sch.reorder(ci, w)
     sch.unroll(ci)
     wp = extent(sch, w)

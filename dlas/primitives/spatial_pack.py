@@ -34,6 +34,7 @@ from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct import direct_dense
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.int8_compute import OB
+from dlas.primitives.int8_legalize import blocked_lanes
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block, static_shape
 from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
@@ -156,6 +157,8 @@ class SpatialPack(Primitive):
               generic int8 layers; an int8 layer on the integer dot-product instructions
               is packed NCHW16c / OIHW4i16o4i, int8_compute.py)
     int8_dot: int8 layers on the target's dot-product instructions where it has them
+    int8_blocked: their activations NCHW[L]c from one such conv to the next (codegen's
+              int8_layout.py; False: each conv takes and gives NCHW)
     """
 
     formats = ("dense", "csr", "bsr")
@@ -163,9 +166,10 @@ class SpatialPack(Primitive):
     def __init__(self, name: str = "spatial_pack", format: str = "dense",
                  sparsity_threshold: float = 0.5, block: Sequence[int] = (16, 1),
                  ic_block: int | None = None, oc_block: int | None = None,
-                 int8_dot: bool = True):
+                 int8_dot: bool = True, int8_blocked: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.int8_dot = bool(int8_dot)
+        self.int8_blocked = bool(int8_blocked)
         self.block = parse_block(block)
         self.ic_block = integer("primitive.ic_block", ic_block, 1, optional=True,
                                 layer="primitive")
@@ -184,4 +188,7 @@ class SpatialPack(Primitive):
         return (f"SpatialPack(format={self.format!r}, sparsity_threshold="
                 f"{self.sparsity_threshold}, block={list(self.block)}, "
                 f"ic_block={self.ic_block}, oc_block={self.oc_block}, "
-                f"int8_dot={self.int8_dot})")
+                f"int8_dot={self.int8_dot}, int8_blocked={self.int8_blocked})")
+
+    def blocked_int8_lanes(self, target: Target) -> int | None:
+        return blocked_lanes(target, self.format, self.int8_dot, self.int8_blocked)
