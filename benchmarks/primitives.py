@@ -4,7 +4,8 @@ a whole pruned resnet18, against PyTorch.
     python benchmarks/primitives.py [--parts layers int8 model] [--primitives direct gemm ...]
                                     [--formats dense csr bsr auto] [--layers 0 3 ...]
                                     [--sparsity 0.9] [--model-sparsities 0.5 0.7 0.9 0.95]
-                                    [--model resnet18] [--scope global|layer] [--weights out/artifacts/trained/<key>/model.pt]
+                                    [--model resnet18] [--scope global|layer]
+                                    [--weights out/artifacts/trained/<key>/model.pt] [--rounds 3]
                                     [--warmup 3] [--repeat 10] [--min-repeat-ms 50]
 
 Parts:
@@ -16,8 +17,8 @@ Parts:
 - int8: the same layers with int8 data and weights, int32 output (the stack's int8 graphs);
   the PyTorch row is its float32 conv of the same shapes (eager PyTorch has no int8 conv2d
   with int32 output on CPU), so it is a reference point, not a like-for-like rival.
-- model: resnet18 or --model (digits size: 32x32, 10 classes; random weights, BN statistics randomised
-  as in tests/codegen/test_models_compile.py, or --weights: a trained state_dict such as
+- model: resnet18 or --model (digits size: 32x32, 10 classes; random weights, BN statistics
+  randomised as in tests/codegen/test_models_compile.py, or --weights: a trained state_dict such as
   the one `python train.py` stores — the study's case, where global pruning's per-layer
   sparsities follow trained magnitudes) magnitude-pruned (conv and linear weights,
   dlas.compression.UnstructuredPruning; --scope global, or layer: every layer to the same

@@ -41,10 +41,10 @@ def inference_passes() -> list[tvm.transform.Pass]:
 def front_passes(primitive: Primitive, target: tvm.target.Target,
                  counts: LayerCounts | None = None) -> list[tvm.transform.Pass]:
     """The primitive's int8 layout (activations blocked between its dot-product convs:
-    int8_layout.py), library dispatch, the primitive's conv2d legalization (DLAS's blocked matmul for
-    constant-weight linear layers, TVM's for every other op), constant folding (weight
-    transforms of constant weights), fusion into PrimFuncs. `counts`: where the build
-    counts how its conv2d layers were legalized."""
+    int8_layout.py), library dispatch, the primitive's conv2d legalization (DLAS's blocked
+    matmul for constant-weight linear layers, TVM's for every other op), constant folding
+    (weight transforms of constant weights), fusion into PrimFuncs. `counts`: where the
+    build counts how its conv2d layers were legalized."""
     record = counts.add if counts is not None else (lambda **_: None)
     legalize = {**dense_legalize_map(), **primitive.legalize_map(record)}
     if counts is not None:

@@ -149,4 +149,5 @@ def test_float_models_and_other_primitives_are_untouched(model):
     assert Direct(format="csr").blocked_int8_lanes(target) is None
     assert Gemm().blocked_int8_lanes(target) is None
     assert SpatialPack().blocked_int8_lanes(AVX2_TARGET) == 8
-    assert SpatialPack().blocked_int8_lanes(make_target({"kind": "llvm", "mcpu": "sandybridge"})) is None
+    sandybridge = make_target({"kind": "llvm", "mcpu": "sandybridge"})  # no AVX2: no dot path
+    assert SpatialPack().blocked_int8_lanes(sandybridge) is None
