@@ -35,6 +35,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from dlas.primitives.int8_legalize import dot_operands
 from dlas.primitives.legalize_utils import is_nchw, static_shape
 
 CONV2D = "relax.nn.conv2d"
@@ -44,15 +45,11 @@ def dot_conv_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     """[data, kernel, output] layouts for a conv2d call that takes the int8 dot-product path
     (int8_legalize.int8_dot_path's conditions): NCHW[lanes]c for data and output where
     their channels are whole blocks; None for any other call."""
-    if getattr(call.op, "name", "") != CONV2D or not is_nchw(call.attrs):
+    if getattr(call.op, "name", "") != CONV2D or not is_nchw(call.attrs) \
+            or not dot_operands(call) or not isinstance(call.args[1], Constant):
         return None
-    data, weight = call.args
-    if str(data.ty.dtype) != "int8" or not isinstance(weight, Constant) \
-            or str(weight.ty.dtype) != "int8" or int(call.attrs.groups) != 1 \
-            or str(call.attrs.out_dtype or call.ty.dtype) != "int32":
-        return None
-    dshape, oshape = static_shape(data.ty.shape), static_shape(call.ty.shape)
-    if dshape is None or oshape is None:
+    dshape, oshape = static_shape(call.args[0].ty.shape), static_shape(call.ty.shape)
+    if oshape is None:
         return None
     block = f"NCHW{lanes}c"
     return [block if dshape[1] % lanes == 0 else "NCHW", "OIHW",

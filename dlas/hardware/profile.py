@@ -20,6 +20,7 @@ import tvm
 
 from dlas.errors import first_line
 from dlas.hardware.calls import RETRYABLE
+from dlas.hardware.measure import latency_stats
 
 log = logging.getLogger(__name__)
 PROFILE = "layer_profile"  # the metrics entry the task stores in the profiles table
@@ -60,10 +61,9 @@ def time_call(measure, lib, dev, call: dict, constants: dict[str, np.ndarray],
     except Exception as err:  # noqa: BLE001 -- one kernel must not lose the others
         log.warning("profile: %s failed: %s", call["function"], first_line(err))
         return {"error": first_line(err)}
-    return {"latency_ms_median": float(np.median(times)),
-            "latency_ms_p90": float(np.percentile(times, 90)),
-            "latency_ms_min": float(times.min()),
-            "latency_cv": float(times.std() / times.mean()) if times.mean() > 0 else None}
+    stats = latency_stats(times, measure.noisy_cv)
+    return {**{k: stats[k] for k in ("latency_ms_median", "latency_ms_p90", "latency_ms_min")},
+            "latency_cv": stats["latency_cv"] if stats["latency_ms_mean"] > 0 else None}
 
 
 def _zeros(spec: dict, dev) -> tvm.runtime.Tensor:

@@ -110,22 +110,19 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
     oh = (h_ + pt + pb - (wkh - 1) * dh - 1) // sh + 1
     ow = (w_ + pl + pr - (wkw - 1) * dw - 1) // sw + 1
 
-    def shifted(n, c, y, x, inside):
-        value = data[n, tirx.min(c, c_ - 1), y, x]
+    def shift_or_pad(value, inside):
         if not shift:
             return tirx.if_then_else(inside, value, tirx.const(0, "int8"))
         value = (value.astype("int32") + SHIFT).astype("uint8")
         return tirx.if_then_else(inside, value, tirx.const(SHIFT, "uint8"))
 
+    def shifted(n, c, y, x, inside):
+        return shift_or_pad(data[n, tirx.min(c, c_ - 1), y, x], inside)
+
     def pack(n, cb, h, w, ci):
         y, x = h - pt, w - pl
         if blocked_in:  # (the channels are whole blocks: no channel padding)
-            value = data[n, cb, y, x, ci]
-            if shift:
-                value = (value.astype("int32") + SHIFT).astype("uint8")
-            return tirx.if_then_else(tirx.all(y >= 0, y < h_, x >= 0, x < w_), value,
-                                     tirx.const(SHIFT, "uint8") if shift
-                                     else tirx.const(0, "int8"))
+            return shift_or_pad(data[n, cb, y, x, ci], tirx.all(y >= 0, y < h_, x >= 0, x < w_))
         c = cb * ib + ci
         return shifted(n, c, y, x, tirx.all(c < c_, y >= 0, y < h_, x >= 0, x < w_))
 

@@ -31,17 +31,21 @@ def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
     """The dot-product path this conv2d call takes on the current target (vnni, avx512,
     avx2, sdot), or plain when it stays on the primitive's generic int8 (or float) compute."""
     attrs = call.attrs
-    data, weight = call.args
-    if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
-        return PLAIN
-    if str(attrs.out_dtype or call.ty.dtype) != "int32" or int(attrs.groups) != 1:
-        return PLAIN
-    if static_shape(data.ty.shape) is None or constant_array(bb, weight) is None:
+    if not dot_operands(call) or constant_array(bb, call.args[1]) is None:
         return PLAIN
     path = int8_path(Target.current(allow_none=True))
     if is_nchw(attrs) or (path in LANES and _blocked(attrs, LANES[path]) is not None):
         return path
     return PLAIN
+
+
+def dot_operands(call: relax.Call) -> bool:
+    """int8 data and weight, int32 output, groups 1, static data shape: a conv2d whose
+    operands the dot-product compute takes (its weight must also be a constant)."""
+    attrs, (data, weight) = call.attrs, call.args
+    return (str(data.ty.dtype) == "int8" and str(weight.ty.dtype) == "int8"
+            and str(attrs.out_dtype or call.ty.dtype) == "int32" and int(attrs.groups) == 1
+            and static_shape(data.ty.shape) is not None)
 
 
 def blocked_lanes(target: Target | None, format: str, int8_dot: bool, blocked: bool
