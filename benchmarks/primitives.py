@@ -99,8 +99,13 @@ def torch_rows(fn, args, what: str, macs: int, idx: str = "") -> float:
 
 
 def torch_latency(fn, warmup: int, repeat: int, min_repeat_ms: float) -> dict:
-    """latency_stats of fn() like time_evaluator: runs per repeat raised until one repeat
-    lasts min_repeat_ms."""
+    """latency_stats of torch_times."""
+    return latency_stats(torch_times(fn, warmup, repeat, min_repeat_ms), 0.1)
+
+
+def torch_times(fn, warmup: int, repeat: int, min_repeat_ms: float) -> np.ndarray:
+    """Each repeat's ms per fn() call, like time_evaluator: runs per repeat raised until one
+    repeat lasts min_repeat_ms."""
     with torch.no_grad():
         for _ in range(max(warmup, 1)):
             fn()
@@ -119,7 +124,7 @@ def torch_latency(fn, warmup: int, repeat: int, min_repeat_ms: float) -> dict:
             for _ in range(number):
                 fn()
             times.append((time.perf_counter() - start) * 1e3 / number)
-    return latency_stats(np.asarray(times), 0.1)
+    return np.asarray(times)
 
 
 class Bench:

@@ -39,14 +39,13 @@ from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
                                    default_schedule_pass, front_passes, inference_passes,
                                    relax_pipeline)
 from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, build_candidate,
-                                 default_schedule, exporter, import_tensor_intrinsics,
-                                 improvement_stats, measure_defaults, quiet_metaschedule,
-                                 target_digest)
+                                 default_schedule, exporter, improvement_stats,
+                                 measure_defaults, open_database, quiet_metaschedule,
+                                 target_digest, verify_best)
 from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
 from dlas.primitives.base import LayerCounts, Primitive
-from dlas.primitives.int8_intrin import VNNI, fix_stock_vnni, register_all
 from dlas.primitives.schedule_utils import extent, root_blocks
 from dlas.store.locks import wait_for_lock
 
@@ -70,7 +69,9 @@ class AutoSchedule(Untuned):
     population_size / genetic_iters: the evolutionary search's size per round (TVM's
     defaults, 512 and 4, cost ~50 s of search per round on 2 cores);
     space: what the search explores (SPACES: "dlas" = the default schedule's sampled tiles,
-    "generic" = MetaSchedule's sketches, "union" = both).
+    "generic" = MetaSchedule's sketches, "union" = both);
+    check_rounds / check_top_k: after the search, each task's default and its check_top_k
+    best searched schedules are timed side by side in check_rounds rounds (verify_best).
     The stats `build` returns add tuning_s, tasks, tuned/reused/untuned task counts, how
     many tasks the search improved over the default and by how much, and how many
     functions kept their default schedule and why.
@@ -81,14 +82,16 @@ class AutoSchedule(Untuned):
                  builder_timeout_s: float = 60, runner_timeout_s: float = 60, number: int = 3,
                  repeat: int = 1, min_repeat_ms: int = 20, min_task_share: float = 0.01,
                  population_size: int = 128, genetic_iters: int = 2, seed: int = 0,
-                 space: str = "union"):
+                 space: str = "union", check_rounds: int = 3, check_top_k: int = 3):
         super().__init__(name)
         if space not in SPACES:
             raise DLASError("codegen.space", space, SPACES, layer="codegen")
         self.space = space
         for what, value, low in (("trials", trials, 0), ("trials_per_task", trials_per_task, 1),
                                  ("trials_per_iter", trials_per_iter, 1), ("number", number, 1),
-                                 ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0)):
+                                 ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0),
+                                 ("check_rounds", check_rounds, 1),
+                                 ("check_top_k", check_top_k, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise DLASError(f"codegen.{what}", value, f"an integer >= {low}", layer="codegen")
         for what, value in (("builder_timeout_s", builder_timeout_s),
@@ -106,6 +109,7 @@ class AutoSchedule(Untuned):
         self.min_task_share = float(min_task_share)
         self.population_size, self.genetic_iters = int(population_size), int(genetic_iters)
         self.seed = seed
+        self.check_rounds, self.check_top_k = check_rounds, check_top_k
 
     # -- the build -----------------------------------------------------------------------------
 
@@ -115,7 +119,6 @@ class AutoSchedule(Untuned):
         from dlas.hardware.base import LocalCPU  # codegen must not import hardware at load time
 
         hardware = hardware if hardware is not None else LocalCPU(target=target)
-        register_all()  # the database's records may name any of DLAS's int8 intrinsics
         primitive, choices = auto_format.resolve(mod, primitive, target, hardware)
         target = tuning_target(target, hardware)
         counts = LayerCounts()
@@ -131,14 +134,15 @@ class AutoSchedule(Untuned):
         # one tuner per database at a time: a second process waits, then finds its tasks in
         # the ledger instead of tuning them again (and two tuners would disturb each other's timing)
         with wait_for_lock(db_dir.parent / f".{db_dir.name}.lock", f"tuning database {db_dir}"):
-            tuning = self.tune(tasks, target, hardware, db_dir, rules,
-                               vnni=counts.stats.get("int8_path") == VNNI)
+            tuning = self.tune(tasks, target, hardware, db_dir, rules)
         tuning["tuning_s"] = time.perf_counter() - start
         tuning["small_tasks"] = len(small)
 
         applied = RecordScheduledNames()
         record = RecordScheduleStats()
-        database = ms.database.JSONDatabase(work_dir=str(db_dir))
+        # each task's side-by-side winner first; the search's best where there is none
+        database = ms.database.OrderedUnionDatabase(Ledger(db_dir / LEDGER).database(tasks),
+                                                    open_database(db_dir))
         with target:  # (the pass reads the current target when it is made)
             apply_db = relax.transform.MetaScheduleApplyDatabase()
         passes = ([apply_db, applied, default_schedule_pass(rules), record]
@@ -163,45 +167,32 @@ class AutoSchedule(Untuned):
         return min(self.trials_per_task, max(1, self.trials // n_tasks))
 
     def tune(self, tasks: list[ms.ExtractedTask], target, hardware, db_dir: Path,
-             rules: list, vnni: bool = False) -> dict:
-        """Tune the tasks that the ledger says lack this budget; the counts for the row.
+             rules: list) -> dict:
+        """Tune the tasks that the ledger says lack this budget, check each tuned task's
+        winner side by side with its default schedule; the counts for the row.
 
         Each task's default schedule is measured first and goes into the database as one
-        more candidate (the seed the search mutates), so the applied schedule is never
-        slower than the untuned one (as measured); `default_won_tasks` counts the tasks
-        where no searched one beat it, `improved_tasks` those where one did.
-        vnni: the model has u8 dot-product convs on a VNNI target (int8_intrin.py)."""
+        more candidate (the seed the search mutates). After the search, verify_best times
+        the default and the best searched schedules in interleaved rounds and the ledger
+        keeps the winner, which is what the build applies: a searched schedule replaces the
+        default only when it is faster side by side. A task tuned before without that check
+        (older databases) gets it now. `default_won_tasks` / `improved_tasks` count the
+        model's checked tasks."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
+        unchecked = [t for t in ledger.unverified(tasks) if t not in todo]
         stats = {"tasks": len(tasks), "task_budget": budget, "tuned_tasks": len(todo),
                  "reused_tasks": len(tasks) - len(todo) if budget else 0,
-                 "tuning_trials": 0, "tuning_failed_trials": 0,
-                 **improvement_stats(None, {})}
-        if not todo:
+                 "tuning_trials": 0, "tuning_failed_trials": 0, "check_s": 0.0}
+        if not todo and not unchecked:
             if tasks and budget:
                 log.info("tuning: all %d tasks already tuned with >= %d trials each in %s",
                          len(tasks), budget, db_dir)
-            return stats
-        db_dir.mkdir(parents=True, exist_ok=True)
-        # equal rounds: a search round costs 10-20 s here whatever its size, so no short tail
-        rounds = math.ceil(budget / self.trials_per_iter)
-        per_iter = math.ceil(budget / rounds)
-        log.info("tuning %d of %d tasks on %s, %d trials each (%d in all), database %s",
-                 len(todo), len(tasks), hardware.name, budget, budget * len(todo), db_dir)
-        strategy = ms.search_strategy.EvolutionarySearch(
-            population_size=self.population_size, genetic_num_iters=self.genetic_iters,
-            init_min_unmeasured=min(50, self.population_size))
-        import_tensor_intrinsics()  # (what the tune contexts import, fast)
-        if vnni:  # u8 dot-product convs: MetaSchedule's VNNI sketches use TVM's intrinsic
-            fix_stock_vnni()
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
-            space=design_space(self.space, rules, target),
-            num_threads=getattr(hardware, "num_threads", None) or "physical")
-        progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
+            return {**stats, **improvement_stats(self._checks(ledger, tasks))}
         hardware.check()  # a board that is not registered fails here, not in every trial
-        with hardware.tracker() as (host, port, _), quiet_metaschedule(), ms.Profiler() as prof:
+        database = open_database(db_dir)
+        with hardware.tracker() as (host, port, _), quiet_metaschedule():
             runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
                                                tracker_key=hardware.key,
@@ -211,20 +202,48 @@ class AutoSchedule(Untuned):
                                               timeout_sec=self.builder_timeout_s,
                                               f_build=build_candidate,
                                               f_export=exporter(hardware.cc))
-            database = ms.database.JSONDatabase(work_dir=str(db_dir))
-            defaults = measure_defaults(todo, rules, target, builder, runner, database,
-                                        hardware.runtime_device)
+            if todo:
+                stats.update(self._search(todo, budget, target, hardware, db_dir, rules,
+                                          builder, runner, database))
+                ledger.update(todo, budget)
+            start = time.perf_counter()
+            ledger.record_verified(verify_best(todo + unchecked, database, rules, target,
+                                               builder, runner, hardware.runtime_device,
+                                               self.check_rounds, self.check_top_k))
+            stats["check_s"] = time.perf_counter() - start
+        return {**stats, **improvement_stats(self._checks(ledger, tasks))}
+
+    def _search(self, todo: list[ms.ExtractedTask], budget: int, target, hardware,
+                db_dir: Path, rules: list, builder, runner, database) -> dict:
+        """MetaSchedule's evolutionary search over `todo`, seeded with the default schedules."""
+        # equal rounds: a search round costs 10-20 s here whatever its size, so no short tail
+        rounds = math.ceil(budget / self.trials_per_iter)
+        per_iter = math.ceil(budget / rounds)
+        log.info("tuning %d tasks on %s, %d trials each (%d in all), database %s",
+                 len(todo), hardware.name, budget, budget * len(todo), db_dir)
+        strategy = ms.search_strategy.EvolutionarySearch(
+            population_size=self.population_size, genetic_num_iters=self.genetic_iters,
+            init_min_unmeasured=min(50, self.population_size))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir=str(db_dir), seed=self.seed, strategy=strategy,
+            space=design_space(self.space, rules, target),
+            num_threads=getattr(hardware, "num_threads", None) or "physical")
+        progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
+        with ms.Profiler() as prof:
+            measure_defaults(todo, rules, target, builder, runner, database,
+                             hardware.runtime_device)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
                           max_trials_global=budget * len(todo), max_trials_per_task=budget,
                           num_trials_per_iter=per_iter, builder=builder, runner=runner,
                           database=database,
                           measure_callbacks=ms.MeasureCallback.create("default") + [progress],
                           task_scheduler="round-robin")
-        stats.update(improvement_stats(database, defaults))
-        ledger.update(todo, budget)
         log.debug("tuning profile: %s", prof.table())
-        stats.update(tuning_trials=progress.trials, tuning_failed_trials=progress.failed)
-        return stats
+        return {"tuning_trials": progress.trials, "tuning_failed_trials": progress.failed}
+
+    @staticmethod
+    def _checks(ledger: Ledger, tasks: list[ms.ExtractedTask]) -> list[dict]:
+        return [c for c in map(ledger.verified, tasks) if c is not None]
 
     def __repr__(self) -> str:
         return (f"AutoSchedule(trials={self.trials}, trials_per_task={self.trials_per_task}, "

@@ -10,6 +10,7 @@ import linecache
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -22,10 +23,13 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from dlas.config import plain
+from dlas.primitives.int8_intrin import fix_stock_vnni, register_all
 from dlas.store.artifacts import code_version
 
 log = logging.getLogger("dlas.codegen.autoschedule")  # one logger for the whole tuning story
 LEDGER = "dlas_budget.json"
+CHECKED = "checked"  # next to the ledger: each task's side-by-side winner (Ledger.database)
+TIE = 0.02  # a searched schedule must be this much faster than the default, side by side
 
 
 # -- the database and its ledger -------------------------------------------------------------
@@ -63,12 +67,64 @@ class Ledger:
     def update(self, tasks: list[ms.ExtractedTask], budget: int) -> None:
         for task in tasks:
             key = task_hash(task)
-            old = self.entries.get(key, {}).get("budget", 0)
-            self.entries[key] = {"task": task.task_name, "budget": max(old, budget)}
+            old = self.entries.get(key, {})
+            self.entries[key] = {**old, "task": task.task_name,
+                                 "budget": max(old.get("budget", 0), budget)}
+        self._save()
+
+    def verified(self, task: ms.ExtractedTask) -> dict | None:
+        """The side-by-side check (verify_best) of the task's current budget, if done."""
+        entry = self.entries.get(task_hash(task), {})
+        check = entry.get("verified")
+        return check if check and check.get("budget") == entry.get("budget") else None
+
+    def unverified(self, tasks: list[ms.ExtractedTask]) -> list[ms.ExtractedTask]:
+        """Tasks tuned (a budget in the ledger) whose winner was not checked side by side."""
+        return [t for t in tasks if self.budget(t) and self.verified(t) is None]
+
+    def record_verified(self, checks: dict[str, tuple[dict, ms.database.TuningRecord]]
+                        ) -> None:
+        """Keep each task's check and its winning record (in a database of its own next to
+        the ledger, replaced when the task is checked again)."""
+        for key, (check, record) in checks.items():
+            folder = self.path.parent / CHECKED / key
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            database = ms.database.JSONDatabase(work_dir=str(folder))
+            database.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, database.commit_workload(record.workload.mod), record.run_secs,
+                record.target, record.args_info))
+            entry = self.entries.setdefault(key, {"task": check["task"], "budget": 0})
+            entry["verified"] = {**check, "budget": entry["budget"]}
+        self._save()
+
+    def database(self, tasks: list[ms.ExtractedTask]) -> ms.database.MemoryDatabase:
+        """The checked winner of each task that has one, as the only record of its workload."""
+        database = ms.database.MemoryDatabase()
+        for task in tasks:
+            folder = self.path.parent / CHECKED / task_hash(task)
+            if self.verified(task) is None or not folder.is_dir():
+                continue
+            for record in ms.database.JSONDatabase(work_dir=str(folder)).get_all_tuning_records():
+                database.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, database.commit_workload(task.dispatched[0]),
+                    record.run_secs, record.target, record.args_info))
+        return database
+
+    def _save(self) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
+
+def open_database(db_dir: Path) -> ms.database.JSONDatabase:
+    """The tuning database of `db_dir`. Its records may name any tensor intrinsic a search
+    used (DLAS's, TVM's VNNI one): all are registered first, or loading the records fails."""
+    register_all()
+    import_tensor_intrinsics()
+    fix_stock_vnni()
+    db_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(db_dir))
 
 
 # -- tuning runs -----------------------------------------------------------------------------
@@ -123,24 +179,95 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
     return measured
 
 
-def best_secs(database, task: ms.ExtractedTask) -> float:
-    """Mean seconds of the task's best record in the database (inf if none)."""
-    if not database.has_workload(task.dispatched[0]):
-        return math.inf
-    top = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
-    if not top or not top[0].run_secs:
-        return math.inf
-    return sum(float(t) for t in top[0].run_secs) / len(top[0].run_secs)
+def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, builder, runner,
+                device: str = "cpu", rounds: int = 3, top_k: int = 3) -> dict[str, tuple]:
+    """Time each task's default schedule and its `top_k` best searched records side by side,
+    in `rounds` interleaved rounds, and pick the winner.
+
+    The search times each candidate once, whenever its turn comes: on a machine whose speed
+    drifts, a candidate timed in a fast moment beats a default timed in a slow one. Here a
+    task's candidates are timed one after another, each round in the reverse order of the
+    last, and each keeps its fastest round (load and drift only add time). A searched
+    schedule replaces the default only when it is more than TIE faster. Returns task hash
+    -> (the check, for the Ledger; the winner as a tuning record)."""
+    jobs = []  # (task, workload, [(kind, scheduled module, trace)])
+    for task in tasks:
+        func = task.dispatched[0]
+        if not database.has_workload(func):
+            continue
+        workload = database.commit_workload(func)
+        with target:
+            default = default_schedule(func["main"], rules, target)
+        candidates = [("default", default.mod, default.trace)] if default is not None else []
+        for record in database.get_top_k(workload, top_k + 1):
+            sch = s_tir.Schedule(func)
+            try:
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+            except Exception as err:  # noqa: BLE001 - a record that no longer replays
+                log.debug("tuning: a record of %s does not replay: %s", task.task_name, err)
+                continue
+            if default is not None and tvm_ffi.structural_equal(sch.mod, default.mod):
+                continue  # (the default's own record)
+            if sum(kind == "searched" for kind, _, _ in candidates) < top_k:
+                candidates.append(("searched", sch.mod, record.trace))
+        if candidates:
+            jobs.append((task, workload, candidates))
+    flat = [(j, c) for j, (_, _, candidates) in enumerate(jobs) for c in range(len(candidates))]
+    built = builder.build([ms.builder.BuilderInput(jobs[j][2][c][1], target) for j, c in flat])
+    times: dict[tuple[int, int], list[float]] = {}
+    try:
+        runnable = [(j, c, ms.runner.RunnerInput(
+            result.artifact_path, device,
+            ms.arg_info.ArgInfo.from_prim_func(jobs[j][0].dispatched[0]["main"])))
+            for (j, c), result in zip(flat, built) if result.error_msg is None]
+        for r in range(rounds):
+            order = runnable if r % 2 == 0 else runnable[::-1]
+            futures = runner.run([inp for _, _, inp in order])
+            for (j, c, _), future in zip(order, futures):
+                result = future.result()
+                if result.error_msg is None and result.run_secs:
+                    secs = [float(t) for t in result.run_secs]
+                    times.setdefault((j, c), []).append(sum(secs) / len(secs))
+    finally:
+        for result in built:
+            if result.artifact_path:
+                shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
+    checks = {}
+    for j, (task, workload, candidates) in enumerate(jobs):
+        secs = {c: min(times[(j, c)]) for c in range(len(candidates)) if (j, c) in times}
+        if not secs:
+            log.debug("tuning: no candidate of %s ran in the check", task.task_name)
+            continue
+        searched = [c for c in secs if candidates[c][0] == "searched"]
+        best = min(searched, key=secs.get) if searched else None
+        default = 0 if candidates[0][0] == "default" and 0 in secs else None
+        if default is None or (best is not None and secs[best] < (1 - TIE) * secs[default]):
+            winner = best
+        else:
+            winner = default
+        args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+        record = ms.database.TuningRecord(candidates[winner][2], workload, [secs[winner]],
+                                          target, args)
+        checks[task_hash(task)] = ({
+            "task": task.task_name, "winner": candidates[winner][0], "rounds": rounds,
+            "default_ms": secs[default] * 1e3 if default is not None else None,
+            "searched_ms": secs[best] * 1e3 if best is not None else None,
+            "speedup": secs[default] / secs[winner] if default is not None else None},
+            record)
+    log.info("tuning: checked %d tasks side by side (%d rounds): a searched schedule won %d",
+             len(checks), rounds, sum(c["winner"] == "searched" for c, _ in checks.values()))
+    return checks
 
 
-def improvement_stats(database, defaults: dict[ms.ExtractedTask, float]) -> dict:
-    """How the search did against the measured defaults (task -> mean seconds): tasks where
-    the default stayed best, tasks it improved, and the speedup of the best record over the
-    default per improved task (geometric mean and max; 1.0 when none improved)."""
-    speedups = [secs / best_secs(database, task) for task, secs in defaults.items()]
-    improved = [s for s in speedups if s > 1]
+def improvement_stats(checks: list[dict]) -> dict:
+    """How the search did against the default schedules, from the side-by-side checks of a
+    model's tasks: tasks where the default stayed, tasks a searched schedule won, and its
+    speedup over the default per won task (geometric mean and max; 1.0 when none)."""
+    improved = [c["speedup"] for c in checks
+                if c["winner"] == "searched" and c["speedup"] is not None]
     geomean = math.exp(sum(map(math.log, improved)) / len(improved)) if improved else 1.0
-    return {"default_won_tasks": len(speedups) - len(improved),
+    return {"checked_tasks": len(checks),
+            "default_won_tasks": sum(c["winner"] == "default" for c in checks),
             "improved_tasks": len(improved),
             "improved_speedup_geomean": round(geomean, 4),
             "improved_speedup_max": round(max(improved, default=1.0), 4)}

@@ -213,7 +213,7 @@ INT8_COLUMNS = ["status", *LAYERS, "eval_samples", "accuracy_float", "accuracy_t
                 "logit_rel_diff", "reference_rel_diff", "reference_agreement"]
 
 
-ROUND_COLUMNS = ["status", *LAYERS, "latency_ms", "latency_round_medians",
+ROUND_COLUMNS = ["status", *LAYERS, "latency_ms", "latency_round_medians", "latency_round_best",
                  "latency_round_spread", "load_avg_rounds", "latency_repeats"]
 
 

@@ -5,7 +5,11 @@ ok and whose library is stored (and is the one its compile stage exported: SHA-2
 again in N rounds, interleaved (round 1 times every point, then round 2...), so slow drift of
 the machine spreads over all points instead of falling on the last ones. The row's latency
 statistics become those of every round's repeats pooled; the row keeps each round's median,
-their spread ((max - min) / median) and the 1-minute load average around each measurement.
+the fastest of them, their spread ((max - min) / median) and the 1-minute load average around
+each measurement. The fastest round is the figure to compare points by on a machine whose
+speed drifts: on a shared 2-core VM a 2-thread pool was seen running ~1.9x slower for seconds
+at a time, whatever the library, so one point's rounds can all fall in fast moments and the
+other's in slow ones.
 Points not measured yet are left to the sweep's jobs, which compile and measure them as usual.
 """
 from __future__ import annotations
@@ -97,7 +101,7 @@ def remeasure(cfgs: list[DictConfig], rounds: int, sweep: str | None = None) -> 
         medians = [float(np.median(t)) for t in point.times]
         pooled = latency_stats(np.concatenate(point.times), point.planned.measure.noisy_cv)
         metrics = {**point.row["metrics"], **pooled,
-                   "latency_round_medians": medians,
+                   "latency_round_medians": medians, "latency_round_best": min(medians),
                    "latency_round_spread":
                        (max(medians) - min(medians)) / float(np.median(medians)),
                    "load_avg_rounds": point.load, "remeasured_at": time.time()}

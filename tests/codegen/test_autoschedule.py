@@ -93,15 +93,23 @@ def test_same_budget_again_reuses_the_database(tuned):
 
 
 def test_default_schedules_are_candidates(tuned):
-    """Every tuned task's default schedule was measured and committed: the applied one is
-    never slower than untuned as measured (with 2 trials a task, it usually wins)."""
+    """Every tuned task's default schedule was measured and committed, then checked side by
+    side against the best searched ones: the applied one is never slower than untuned as
+    measured (with 2 trials a task, it usually wins). A reuse reports the same checks."""
     stats = tuned["first"]
-    assert 0 <= stats["default_won_tasks"] <= stats["tuned_tasks"]
-    # each measured default either stayed best or was beaten (by that much)
-    assert stats["default_won_tasks"] + stats["improved_tasks"] == stats["tuned_tasks"]
+    assert stats["checked_tasks"] == stats["tuned_tasks"] == 2 and stats["check_s"] > 0
+    # each checked default either stayed or was beaten (by that much)
+    assert stats["default_won_tasks"] + stats["improved_tasks"] == stats["checked_tasks"]
     assert (stats["improved_speedup_max"] >= stats["improved_speedup_geomean"] > 1) == (
         stats["improved_tasks"] > 0)
+    again = tuned["second"]
+    assert again["check_s"] == 0 and all(again[k] == stats[k] for k in (
+        "checked_tasks", "default_won_tasks", "improved_tasks", "improved_speedup_max"))
     db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
+    checks = [e["verified"] for e in json.loads((db / LEDGER).read_text()).values()]
+    assert sorted(c["winner"] for c in checks) == sorted(
+        ["default"] * stats["default_won_tasks"] + ["searched"] * stats["improved_tasks"])
+    assert all(c["default_ms"] > 0 and c["budget"] == TRIALS // 2 for c in checks)
     traces = (db / "database_tuning_record.json").read_text()
     assert traces.count("dlas.schedule_rule") >= stats["tuned_tasks"]
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax, s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight import ScheduleRule
 
 from dlas.codegen import AutoSchedule
-from dlas.codegen.autoschedule import design_space, tuning_target
-from dlas.codegen.tuning import improvement_stats, target_digest
+from dlas.codegen import front_passes, inference_passes, relax_pipeline
+from dlas.codegen.autoschedule import design_space, tunable_tasks, tuning_target
+from dlas.codegen.tuning import (LEDGER, Ledger, default_schedule, improvement_stats,
+                                 open_database, target_digest)
 from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.store.artifacts import code_version
@@ -82,6 +85,7 @@ def test_search_mutates_a_poor_default_into_a_faster_schedule(poor):
     codegen, hardware, stats = poor
     assert stats["tuned_tasks"] == 1 and stats["tuning_trials"] == 4
     # the measured poor default is in the database; a searched schedule beat it, by far
+    # (a searched schedule won the side-by-side check too, and is what the build applied)
     assert stats["improved_tasks"] == 1 and stats["default_won_tasks"] == 0
     assert stats["improved_speedup_max"] == stats["improved_speedup_geomean"] > 1.5
     database = ms.database.JSONDatabase(work_dir=stats["tuning_database"])
@@ -93,17 +97,56 @@ def test_search_mutates_a_poor_default_into_a_faster_schedule(poor):
     assert target_digest(tuning_target(hardware.target, hardware)) in stats["tuning_database"]
 
 
-def test_improvement_stats(monkeypatch):
-    """Per task: the best record's speedup over the measured default."""
-    best = {"a": 1.0, "b": 0.5, "c": 0.25}  # seconds of each task's best record
-    monkeypatch.setattr("dlas.codegen.tuning.best_secs", lambda database, task: best[task])
-    got = improvement_stats(None, {"a": 1.0, "b": 1.0, "c": 1.0})
-    assert got == {"default_won_tasks": 1, "improved_tasks": 2,
-                   "improved_speedup_geomean": round((2 * 4) ** 0.5, 4),
-                   "improved_speedup_max": 4.0}
-    assert improvement_stats(None, {}) == {"default_won_tasks": 0, "improved_tasks": 0,
-                                           "improved_speedup_geomean": 1.0,
-                                           "improved_speedup_max": 1.0}
+def test_improvement_stats():
+    """Per checked task: the side-by-side winner and its speedup over the default."""
+    checks = [{"winner": "default", "speedup": 1.0}, {"winner": "searched", "speedup": 2.0},
+              {"winner": "searched", "speedup": 4.0},
+              {"winner": "searched", "speedup": None}]  # (a task without a default schedule)
+    assert improvement_stats(checks) == {
+        "checked_tasks": 4, "default_won_tasks": 1, "improved_tasks": 2,
+        "improved_speedup_geomean": round((2 * 4) ** 0.5, 4), "improved_speedup_max": 4.0}
+    assert improvement_stats([]) == {"checked_tasks": 0, "default_won_tasks": 0,
+                                     "improved_tasks": 0, "improved_speedup_geomean": 1.0,
+                                     "improved_speedup_max": 1.0}
+
+
+def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_path):
+    """A database whose best record claims a time it does not have side by side (timed in a
+    fast moment of a drifting machine; here written by hand, a poor schedule claiming 1 ns):
+    the build checks it against the default schedule before applying it, and keeps the
+    default. The task had been tuned without a check (an older database): the build checks
+    it without searching again."""
+    hardware = LocalCPU()
+    target = tuning_target(hardware.target, hardware)
+    codegen = AutoSchedule(trials=4, min_repeat_ms=5, database_dir=str(tmp_path))
+    rules = codegen.rules(Direct(), target)
+    tasks, _ = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
+                                            target)(conv_module()), target)
+    (task,) = tasks
+    db_dir = tmp_path / target_digest(target)
+    database = open_database(db_dir)
+    func = task.dispatched[0]
+    with target:
+        poor = default_schedule(func["main"], [PoorStart(r) for r in rules], target)
+        default = default_schedule(func["main"], rules, target)
+    assert poor is not None and not tvm_ffi.structural_equal(poor.mod, default.mod)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        poor.trace, database.commit_workload(func), [1e-9], target,
+        ms.arg_info.ArgInfo.from_prim_func(func["main"])))
+    Ledger(db_dir / LEDGER).update(tasks, codegen.task_budget(1))  # tuned, never checked
+
+    _, stats = codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
+    assert stats["tuned_tasks"] == 0 and stats["tuning_trials"] == 0
+    assert stats["checked_tasks"] == 1 and stats["default_won_tasks"] == 1
+    assert stats["improved_tasks"] == 0 and stats["check_s"] > 0
+    check = Ledger(db_dir / LEDGER).verified(task)
+    assert check["winner"] == "default" and check["rounds"] == 3
+    assert check["searched_ms"] > 1.5 * check["default_ms"]  # the poor schedule, as timed
+    applied = Ledger(db_dir / LEDGER).database(tasks).query_schedule(
+        func, target, "main")  # what the build applies
+    assert tvm_ffi.structural_equal(applied.mod, default.mod)
+    _, again = codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
+    assert again["check_s"] == 0 and again["default_won_tasks"] == 1  # (from the ledger)
 
 
 @pytest.mark.parametrize("package", ["primitives", "codegen"])

@@ -97,6 +97,7 @@ def test_sweep_killed_midway_resumes_without_duplicates(tmp_path, seed_outputs):
     for row in ResultsStore(tmp_path / "results.sqlite").rows():
         m = row["metrics"]
         assert len(m["latency_round_medians"]) == len(m["load_avg_rounds"]) == 2
+        assert m["latency_round_best"] == min(m["latency_round_medians"])
         assert m["latency_repeats"] == 2 * row["config"]["measure"]["repeat"]
         assert m["latency_round_spread"] >= 0
 
