@@ -34,12 +34,19 @@ TIE = 0.02  # a searched schedule must be this much faster than the default, sid
 
 # -- the database and its ledger -------------------------------------------------------------
 
+# What a tuning record depends on besides TVM: the primitives' computes and schedules and the
+# codegen modules that pick and apply the default schedules (not the tuning machinery: a
+# change there keeps the database).
+SCHEDULE_SOURCES = ("primitives", "codegen/schedules.py", "codegen/gpu.py", "codegen/untuned.py",
+                    "codegen/pipeline.py")
+
+
 def target_digest(target: tvm.target.Target) -> str:
     """A directory name for a target: its kind and a hash of its full description, TVM's
     version and DLAS's schedules (a changed default schedule starts a new database: its old
     records and ledger would keep the old defaults and never tune again)."""
     text = (json.dumps(plain(target.export()), sort_keys=True, default=str) + tvm.__version__
-            + code_version("primitives", "codegen"))
+            + code_version(*SCHEDULE_SOURCES))
     return f"{target.kind.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

@@ -40,13 +40,15 @@ def config_key(*parts) -> str:
 
 
 @functools.cache
-def code_version(*packages: str, root: Path = PACKAGE) -> str:
-    """A hash of the sources of dlas/<package>/, for keys of outputs that depend on DLAS's own
-    code as much as on their config (compiled libraries and tuning records depend on the
-    lowering and the default schedules): changed code is never reused stale."""
+def code_version(*parts: str, root: Path = PACKAGE) -> str:
+    """A hash of the sources of dlas/<part> (a package, or one module's file), for keys of
+    outputs that depend on DLAS's own code as much as on their config (compiled libraries
+    and tuning records depend on the lowering and the default schedules): changed code is
+    never reused stale."""
     digest = hashlib.sha256()
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
+    for part in parts:
+        where = root / part
+        for path in [where] if where.is_file() else sorted(where.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

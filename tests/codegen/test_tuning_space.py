@@ -14,8 +14,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from dlas.codegen import AutoSchedule
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
 from dlas.codegen.autoschedule import design_space, tunable_tasks, tuning_target
-from dlas.codegen.tuning import (LEDGER, Ledger, default_schedule, improvement_stats,
-                                 open_database, target_digest)
+from dlas.codegen.tuning import (LEDGER, SCHEDULE_SOURCES, Ledger, default_schedule,
+                                 improvement_stats, open_database, target_digest)
 from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.store.artifacts import code_version
@@ -149,18 +149,21 @@ def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_p
     assert again["check_s"] == 0 and again["default_won_tasks"] == 1  # (from the ledger)
 
 
-@pytest.mark.parametrize("package", ["primitives", "codegen"])
-def test_changed_schedule_source_gets_a_fresh_database(tmp_path, monkeypatch, package):
-    """target_digest holds the hash of DLAS's schedule sources: edit one, new folder."""
-    for name in ("primitives", "codegen"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "schedule.py").write_text("TILE = 8\n")
+@pytest.mark.parametrize("source", ["primitives/schedule.py", "codegen/schedules.py",
+                                    "codegen/pipeline.py"])
+def test_changed_schedule_source_gets_a_fresh_database(tmp_path, monkeypatch, source):
+    """target_digest holds the hash of DLAS's schedule sources: edit one, new folder; edit
+    the tuning machinery, same folder (its records stay valid)."""
+    for name in ("primitives/schedule.py", *SCHEDULE_SOURCES[1:], "codegen/tuning.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("TILE = 8\n")
     monkeypatch.setattr("dlas.codegen.tuning.code_version",  # (uncached, sources in tmp_path)
-                        lambda *packages: code_version.__wrapped__(*packages, root=tmp_path))
+                        lambda *parts: code_version.__wrapped__(*parts, root=tmp_path))
     target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
     before = target_digest(target)
+    (tmp_path / "codegen" / "tuning.py").write_text("TILE = 16\n")
     assert target_digest(target) == before
-    (tmp_path / package / "schedule.py").write_text("TILE = 16\n")
+    (tmp_path / source).write_text("TILE = 16\n")
     assert target_digest(target) != before
 
 
