@@ -82,7 +82,7 @@ class AutoSchedule(Untuned):
                  builder_timeout_s: float = 60, runner_timeout_s: float = 60, number: int = 3,
                  repeat: int = 1, min_repeat_ms: int = 20, min_task_share: float = 0.01,
                  population_size: int = 128, genetic_iters: int = 2, seed: int = 0,
-                 space: str = "union", check_rounds: int = 3, check_top_k: int = 3):
+                 space: str = "union", check_rounds: int = 7, check_top_k: int = 3):
         super().__init__(name)
         if space not in SPACES:
             raise DLASError("codegen.space", space, SPACES, layer="codegen")
@@ -176,12 +176,12 @@ class AutoSchedule(Untuned):
         the default and the best searched schedules in interleaved rounds and the ledger
         keeps the winner, which is what the build applies: a searched schedule replaces the
         default only when it is faster side by side. A task tuned before without that check
-        (older databases) gets it now. `default_won_tasks` / `improved_tasks` count the
+        (older databases), or checked with fewer rounds, gets it now. `default_won_tasks` / `improved_tasks` count the
         model's checked tasks."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
-        unchecked = [t for t in ledger.unverified(tasks) if t not in todo]
+        unchecked = [t for t in ledger.unverified(tasks, self.check_rounds) if t not in todo]
         stats = {"tasks": len(tasks), "task_budget": budget, "tuned_tasks": len(todo),
                  "reused_tasks": len(tasks) - len(todo) if budget else 0,
                  "tuning_trials": 0, "tuning_failed_trials": 0, "check_s": 0.0}

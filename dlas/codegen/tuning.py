@@ -85,9 +85,12 @@ class Ledger:
         check = entry.get("verified")
         return check if check and check.get("budget") == entry.get("budget") else None
 
-    def unverified(self, tasks: list[ms.ExtractedTask]) -> list[ms.ExtractedTask]:
-        """Tasks tuned (a budget in the ledger) whose winner was not checked side by side."""
-        return [t for t in tasks if self.budget(t) and self.verified(t) is None]
+    def unverified(self, tasks: list[ms.ExtractedTask], rounds: int = 1
+                   ) -> list[ms.ExtractedTask]:
+        """Tasks tuned (a budget in the ledger) whose winner was not checked side by side
+        with at least `rounds` rounds."""
+        return [t for t in tasks if self.budget(t)
+                and (self.verified(t) or {}).get("rounds", 0) < rounds]
 
     def record_verified(self, checks: dict[str, tuple[dict, ms.database.TuningRecord]]
                         ) -> None:
@@ -187,7 +190,7 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
 
 
 def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, builder, runner,
-                device: str = "cpu", rounds: int = 3, top_k: int = 3) -> dict[str, tuple]:
+                device: str = "cpu", rounds: int = 7, top_k: int = 3) -> dict[str, tuple]:
     """Time each task's default schedule and its `top_k` best searched records side by side,
     in `rounds` interleaved rounds, and pick the winner.
 
