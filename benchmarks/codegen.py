@@ -148,7 +148,8 @@ def row_text(r: dict) -> str:
     if "error" in r:
         return f"{head} FAILED {r['error']}"
     return (f"{head} {r['median_ms']:8.3f} ± {r['std_ms']:6.3f} {r['cv']:5.2f} "
-            f"{r['best_ms']:8.3f} {_num(r.get('x_untuned'), 8, '.2f')}{'x' if r.get('x_untuned') else ' '} "
+            f"{r['best_ms']:8.3f} "
+            f"{_num(r.get('x_untuned'), 8, '.2f')}{'x' if r.get('x_untuned') else ' '} "
             f"{_num(r.get('x_ort'), 5, '.2f')}{'x' if r.get('x_ort') else ' '} "
             f"{_num(r.get('tuning_s'), 8, '.1f')} {_num(r.get('build_s'), 7, '.1f')} "
             f"{_num(r.get('rel_diff'), 9, '.1e')}  {r.get('note', '')}")

@@ -141,8 +141,10 @@ class AutoSchedule(Untuned):
         applied = RecordScheduledNames()
         record = RecordScheduleStats()
         # each task's side-by-side winner first; the search's best where there is none
+        # (opened first: it registers the tensor intrinsics the winners' records may name)
+        searched = open_database(db_dir)
         database = ms.database.OrderedUnionDatabase(Ledger(db_dir / LEDGER).database(tasks),
-                                                    open_database(db_dir))
+                                                    searched)
         with target:  # (the pass reads the current target when it is made)
             apply_db = relax.transform.MetaScheduleApplyDatabase()
         passes = ([apply_db, applied, default_schedule_pass(rules), record]
@@ -176,8 +178,8 @@ class AutoSchedule(Untuned):
         the default and the best searched schedules in interleaved rounds and the ledger
         keeps the winner, which is what the build applies: a searched schedule replaces the
         default only when it is faster side by side. A task tuned before without that check
-        (older databases), or checked with fewer rounds, gets it now. `default_won_tasks` / `improved_tasks` count the
-        model's checked tasks."""
+        (older databases), or checked with fewer rounds, gets it now. `default_won_tasks` /
+        `improved_tasks` count the model's checked tasks."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
