@@ -52,9 +52,9 @@ def tuned(tmp_path_factory):
     x = torch.randn(1, 3, 16, 16)
     net = tiny_net()
     mod = import_model(net, x)
-    first = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db))
+    first = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db), check_rounds=3)
     built1 = first.build(mod, Direct("direct"), hardware.target, hardware=hardware)
-    second = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db))
+    second = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db), check_rounds=3)
     built2 = second.build(mod, Direct("direct"), hardware.target, hardware=hardware)
     out1, out2 = run(built1.executable, x), run(built2.executable, x)
     ref = net(x).detach().numpy()
@@ -131,7 +131,7 @@ def test_sparse_loops_keep_the_default_schedule_and_say_so(tuned):
     net = tiny_net(sparse=True)
     mod = import_model(net, tuned["x"])
     # no trials: what is checked is that they never reach MetaSchedule (it needs static loops)
-    codegen = AutoSchedule(trials=0, database_dir=str(tuned["db"]))
+    codegen = AutoSchedule(trials=0, database_dir=str(tuned["db"]), check_rounds=3)
     # gemm's CSR rows run to indptr[o + 1] (direct's CSR pads rows to a static length)
     executable, stats = codegen.build(mod, Gemm("gemm", format="csr"), tuned["hardware"].target,
                                hardware=tuned["hardware"])
@@ -143,7 +143,7 @@ def test_sparse_loops_keep_the_default_schedule_and_say_so(tuned):
 
 
 def test_zero_trials_applies_the_database_only(tuned):
-    codegen = AutoSchedule(trials=0, database_dir=str(tuned["db"]))
+    codegen = AutoSchedule(trials=0, database_dir=str(tuned["db"]), check_rounds=3)
     executable, stats = codegen.build(tuned["mod"], Direct("direct"), tuned["hardware"].target,
                                hardware=tuned["hardware"])
     assert stats["tuned_tasks"] == 0 and stats["tuning_trials"] == 0
