@@ -134,17 +134,18 @@ class AutoSchedule(Untuned):
         # one tuner per database at a time: a second process waits, then finds its tasks in
         # the ledger instead of tuning them again (and two tuners would disturb each other's timing)
         with wait_for_lock(db_dir.parent / f".{db_dir.name}.lock", f"tuning database {db_dir}"):
-            tuning = self.tune(tasks, target, hardware, db_dir, rules)
+            # read once, under the lock: the search adds to it and the build applies from it
+            # (opening registers the tensor intrinsics its and the checked winners' records name)
+            searched = open_database(db_dir)
+            tuning = self.tune(tasks, target, hardware, db_dir, rules, searched)
+            checked = Ledger(db_dir / LEDGER).database(tasks)
         tuning["tuning_s"] = time.perf_counter() - start
         tuning["small_tasks"] = len(small)
 
         applied = RecordScheduledNames()
         record = RecordScheduleStats()
         # each task's side-by-side winner first; the search's best where there is none
-        # (opened first: it registers the tensor intrinsics the winners' records may name)
-        searched = open_database(db_dir)
-        database = ms.database.OrderedUnionDatabase(Ledger(db_dir / LEDGER).database(tasks),
-                                                    searched)
+        database = ms.database.OrderedUnionDatabase(checked, searched)
         with target:  # (the pass reads the current target when it is made)
             apply_db = relax.transform.MetaScheduleApplyDatabase()
         passes = ([apply_db, applied, default_schedule_pass(rules), record]
@@ -169,7 +170,7 @@ class AutoSchedule(Untuned):
         return min(self.trials_per_task, max(1, self.trials // n_tasks))
 
     def tune(self, tasks: list[ms.ExtractedTask], target, hardware, db_dir: Path,
-             rules: list) -> dict:
+             rules: list, database: ms.database.Database) -> dict:
         """Tune the tasks that the ledger says lack this budget, check each tuned task's
         winner side by side with its default schedule; the counts for the row.
 
@@ -179,7 +180,8 @@ class AutoSchedule(Untuned):
         keeps the winner, which is what the build applies: a searched schedule replaces the
         default only when it is faster side by side. A task tuned before without that check
         (older databases), or checked with fewer rounds, gets it now. `default_won_tasks` /
-        `improved_tasks` count the model's checked tasks."""
+        `improved_tasks` count the model's checked tasks. `database`: db_dir's search
+        database (tuning.open_database), which the search adds to."""
         budget = self.task_budget(len(tasks))
         ledger = Ledger(db_dir / LEDGER)
         todo = ledger.lacking(tasks, budget)
@@ -191,9 +193,8 @@ class AutoSchedule(Untuned):
             if tasks and budget:
                 log.info("tuning: all %d tasks already tuned with >= %d trials each in %s",
                          len(tasks), budget, db_dir)
-            return {**stats, **improvement_stats(self._checks(ledger, tasks))}
+            return {**stats, **improvement_stats(ledger.checks(tasks))}
         hardware.check()  # a board that is not registered fails here, not in every trial
-        database = open_database(db_dir)
         with hardware.tracker() as (host, port, _), quiet_metaschedule():
             runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
@@ -213,7 +214,7 @@ class AutoSchedule(Untuned):
                                                builder, runner, hardware.runtime_device,
                                                self.check_rounds, self.check_top_k))
             stats["check_s"] = time.perf_counter() - start
-        return {**stats, **improvement_stats(self._checks(ledger, tasks))}
+        return {**stats, **improvement_stats(ledger.checks(tasks))}
 
     def _search(self, todo: list[ms.ExtractedTask], budget: int, target, hardware,
                 db_dir: Path, rules: list, builder, runner, database) -> dict:
@@ -242,10 +243,6 @@ class AutoSchedule(Untuned):
                           task_scheduler="round-robin")
         log.debug("tuning profile: %s", prof.table())
         return {"tuning_trials": progress.trials, "tuning_failed_trials": progress.failed}
-
-    @staticmethod
-    def _checks(ledger: Ledger, tasks: list[ms.ExtractedTask]) -> list[dict]:
-        return [c for c in map(ledger.verified, tasks) if c is not None]
 
     def __repr__(self) -> str:
         return (f"AutoSchedule(trials={self.trials}, trials_per_task={self.trials_per_task}, "

@@ -85,6 +85,10 @@ class Ledger:
         check = entry.get("verified")
         return check if check and check.get("budget") == entry.get("budget") else None
 
+    def checks(self, tasks: list[ms.ExtractedTask]) -> list[dict]:
+        """The side-by-side checks of those of `tasks` that have one."""
+        return [c for c in map(self.verified, tasks) if c is not None]
+
     def unverified(self, tasks: list[ms.ExtractedTask], rounds: int = 1
                    ) -> list[ms.ExtractedTask]:
         """Tasks tuned (a budget in the ledger) whose winner was not checked side by side
@@ -149,9 +153,9 @@ def default_schedule(func: tirx.PrimFunc, rules: list, target: tvm.target.Target
 
 
 def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder, runner,
-                     database, device: str = "cpu") -> dict[ms.ExtractedTask, float]:
+                     database, device: str = "cpu") -> None:
     """Build and time each task's default schedule with the tuning builder and runner and
-    commit it to the database as a tuning record; task -> its mean seconds."""
+    commit it to the database as a tuning record (the search's seed)."""
     scheduled = []
     for task in tasks:
         with target:
@@ -161,8 +165,17 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
         else:
             log.debug("tuning: no default schedule for %s", task.task_name)
     if not scheduled:
-        return {}
+        return
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in scheduled])
+    try:
+        measured = _commit_defaults(scheduled, built, target, runner, database, device)
+    finally:
+        remove_artifacts(built)
+    log.info("tuning: default schedules of %d/%d tasks measured as candidates", measured,
+             len(tasks))
+
+
+def _commit_defaults(scheduled, built, target, runner, database, device: str) -> int:
     inputs, kept = [], []
     for (task, sch), result in zip(scheduled, built):
         if result.error_msg is not None:
@@ -172,7 +185,7 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
             args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
             inputs.append(ms.runner.RunnerInput(result.artifact_path, device, args))
             kept.append((task, sch, args))
-    measured = {}
+    measured = 0
     for (task, sch, args), future in zip(kept, runner.run(inputs)):
         result = future.result()
         if result.error_msg is not None or not result.run_secs:
@@ -183,10 +196,15 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
         workload = database.commit_workload(task.dispatched[0])
         database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs,
                                                                target, args))
-        measured[task] = sum(secs) / len(secs)
-    log.info("tuning: default schedules of %d/%d tasks measured as candidates",
-             len(measured), len(tasks))
+        measured += 1
     return measured
+
+
+def remove_artifacts(built: list[ms.builder.BuilderResult]) -> None:
+    """The builder's exported libraries (a temporary folder each) once they were timed."""
+    for result in built:
+        if result.artifact_path:
+            shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
 
 
 def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, builder, runner,
@@ -200,7 +218,7 @@ def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, bu
     last, and each keeps its fastest round (load and drift only add time). A searched
     schedule replaces the default only when it is more than TIE faster. Returns task hash
     -> (the check, for the Ledger; the winner as a tuning record)."""
-    jobs = []  # (task, workload, [(kind, scheduled module, trace)])
+    jobs = []  # (task, workload, [(kind, scheduled module, trace)], its arguments)
     for task in tasks:
         func = task.dispatched[0]
         if not database.has_workload(func):
@@ -221,15 +239,14 @@ def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, bu
             if sum(kind == "searched" for kind, _, _ in candidates) < top_k:
                 candidates.append(("searched", sch.mod, record.trace))
         if candidates:
-            jobs.append((task, workload, candidates))
-    flat = [(j, c) for j, (_, _, candidates) in enumerate(jobs) for c in range(len(candidates))]
+            jobs.append((task, workload, candidates,
+                         ms.arg_info.ArgInfo.from_prim_func(func["main"])))
+    flat = [(j, c) for j, job in enumerate(jobs) for c in range(len(job[2]))]
     built = builder.build([ms.builder.BuilderInput(jobs[j][2][c][1], target) for j, c in flat])
     times: dict[tuple[int, int], list[float]] = {}
     try:
-        runnable = [(j, c, ms.runner.RunnerInput(
-            result.artifact_path, device,
-            ms.arg_info.ArgInfo.from_prim_func(jobs[j][0].dispatched[0]["main"])))
-            for (j, c), result in zip(flat, built) if result.error_msg is None]
+        runnable = [(j, c, ms.runner.RunnerInput(result.artifact_path, device, jobs[j][3]))
+                    for (j, c), result in zip(flat, built) if result.error_msg is None]
         for r in range(rounds):
             order = runnable if r % 2 == 0 else runnable[::-1]
             futures = runner.run([inp for _, _, inp in order])
@@ -239,11 +256,9 @@ def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, bu
                     secs = [float(t) for t in result.run_secs]
                     times.setdefault((j, c), []).append(sum(secs) / len(secs))
     finally:
-        for result in built:
-            if result.artifact_path:
-                shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
+        remove_artifacts(built)
     checks = {}
-    for j, (task, workload, candidates) in enumerate(jobs):
+    for j, (task, workload, candidates, args) in enumerate(jobs):
         secs = {c: min(times[(j, c)]) for c in range(len(candidates)) if (j, c) in times}
         if not secs:
             log.debug("tuning: no candidate of %s ran in the check", task.task_name)
@@ -255,7 +270,6 @@ def verify_best(tasks: list[ms.ExtractedTask], database, rules: list, target, bu
             winner = best
         else:
             winner = default
-        args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
         record = ms.database.TuningRecord(candidates[winner][2], workload, [secs[winner]],
                                           target, args)
         checks[task_hash(task)] = ({
