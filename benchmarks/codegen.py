@@ -60,7 +60,7 @@ from codegen_table import HEADER, Table, goals, lat_fields, paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet18", "mobilenetv2"]
-PRIMITIVES = ["direct", "gemm", "spatial_pack"]
+PRIMITIVES = ["direct", "gemm", "spatial_pack", "winograd"]
 SIZE = 32  # conf/dataset/digits.yaml image_size (10 classes)
 CALIBRATION = 8  # random batches for both int8 calibrations
 

@@ -30,6 +30,8 @@ Tolerances, reference in float64 on the exact same input values:
   rounding; the float64 one does not.
 - int8 (int8 data/weights, out_dtype int32): exact, against the float64 result (sums stay
   below 2**31, far inside float64's exact integers).
+- a layer the `winograd` primitive computes (not handed to direct): the bound of Winograd's
+  transforms instead (winograd_reference.py), for the tile size it picks.
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ import numpy as np
 import pytest
 from conv_reference import (DTYPES, make_primitive, primitive_configs, primitive_formats,
                             random_case, run_vm, torch_reference)
+from winograd_reference import winograd_bound
 
 from dlas.codegen import Untuned
 from dlas.errors import DLASError
 from dlas.hardware.base import make_target
+from dlas.primitives.winograd import choose_tile
 from dlas.primitives.workloads import (OUT_DTYPES, conv2d_module, distinct_workloads,
                                        subsample)
 
@@ -123,6 +127,10 @@ def test_conv2d_matches_torch(name, fmt, dtype, wl, sparsity):
     else:
         k = wl.in_channels // wl.groups * wl.kernel[0] * wl.kernel[1]
         bound = (k + 2) * 2.0 ** -24 * torch_reference(wl, np.abs(x), np.abs(w))
+        if name == "winograd" and not stats["fallback_layers"]:
+            m = choose_tile(*wl.out_size, primitive.tile_size, primitive.min_side)
+            pad = (wl.padding[0], wl.padding[1], wl.padding[0], wl.padding[1])
+            bound = winograd_bound(x, w, pad, m)
         err = np.abs(out.astype(np.float64) - ref)
         worst = np.unravel_index(np.argmax(err - bound), err.shape)
         assert (err <= bound).all(), (f"max |error| {err.max():.3g} (max |ref| "

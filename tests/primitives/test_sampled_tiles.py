@@ -13,7 +13,7 @@ from dlas.codegen import Untuned
 from dlas.codegen.pipeline import front_passes, inference_passes, relax_pipeline
 from dlas.codegen.tuning import default_schedule
 from dlas.hardware.base import make_target
-from dlas.primitives import Direct, Gemm, SpatialPack
+from dlas.primitives import Direct, Gemm, SpatialPack, Winograd
 
 # a fixed target (not the host): the tiles depend on its vector width and register count
 TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})
@@ -21,10 +21,12 @@ TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})
 SHAPES = [(16, 32, 8, 3, 1, 1), (32, 64, 9, 1, 1, 1), (24, 24, 12, 3, 1, 24)]
 MODULES = ["dlas.primitives.direct_schedule", "dlas.primitives.direct_sparse_schedule",
            "dlas.primitives.gemm_schedule", "dlas.primitives.int8_schedule",
-           "dlas.primitives.spatial_pack_schedule", "dlas.primitives.schedule_utils",
+           "dlas.primitives.spatial_pack_schedule", "dlas.primitives.winograd_schedule",
+           "dlas.primitives.schedule_utils",
            "dlas.codegen.schedules"]
 CASES = {"direct": (Direct, "float32"), "gemm": (Gemm, "float32"),
-         "spatial_pack": (SpatialPack, "float32"), "direct-csr": (Direct, "float32"),
+         "spatial_pack": (SpatialPack, "float32"), "winograd": (Winograd, "float32"),
+         "direct-csr": (Direct, "float32"),
          "direct-int8": (Direct, "int8"), "spatial_pack-int8": (SpatialPack, "int8")}
 
 
@@ -106,6 +108,11 @@ EXPECTED = {
     "spatial_pack": {"fused_conv2d_spatial_pack_relu": [[1, 2, 16], [8, 1], [1, 8]],
                      "fused_conv2d_spatial_pack1_relu1": [[1, 2, 16], [9, 1], [3, 3]],
                      "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},
+    # winograd (8x8 output: m = 4, 4 tiles): input channels [rest, lanes]; GEMM output channels
+    # [rest, vectors, lanes], tiles [rest, 4]; output transform channels [rest, lanes]
+    "winograd": {"fused_conv2d_winograd_relu": [[1, 16], [1, 2, 16], [1, 4], [2, 16]],
+                 "fused_conv2d_direct_relu1": [[1, 4, 16], [9, 1], [3, 3]],
+                 "fused_conv2d_direct1_relu2": [[6, 4], [3, 4], [1, 12]]},
     "direct-csr": {"fused_conv2d_direct_csr_relu": [[8, 4], [4, 16]],
                    "fused_conv2d_direct_csr1_relu1": [[32, 2], [3, 3], [1, 9]],
                    "fused_conv2d_direct_csr2_relu2": [[12, 2], [2, 6], [1, 12]]},
