@@ -97,7 +97,7 @@ def RequireScheduled(target: Target, what: str = "") -> tvm.transform.Pass:  # n
             shown = ", ".join(left[:6]) + (f" (+{len(left) - 6} more)" if len(left) > 6 else "")
             raise Unsupported(
                 "primitive", what or None, layer="primitive",
-                valid="a dense primitive (direct, gemm, spatial_pack with format=dense) on GPU",
+                valid="a dense primitive (direct, gemm, spatial_pack, winograd; format=dense) on GPU",
                 reason=f"no GPU schedule with thread binding for {shown} on "
                        f"{target.kind.name}: TVM's GPU rules (dlight Matmul, GEMV, Reduction, "
                        "GeneralReduction, Fallback) cannot schedule these functions (data-"

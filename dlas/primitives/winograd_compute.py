@@ -50,7 +50,7 @@ def transform_weight(weight: np.ndarray, m: int, ob: int, dtype: str) -> np.ndar
     (computed in float64, rounded once)."""
     _, _, g = transform_matrices(m)
     o, c, _, _ = weight.shape
-    u = np.einsum("ak,ockl,bl->aboc", g, weight.astype(np.float64), g)
+    u = np.einsum("ak,ockl,bl->aboc", g, weight.astype(np.float64), g, optimize=True)
     alpha = g.shape[0]
     return np.ascontiguousarray(u.reshape(alpha, alpha, o // ob, ob, c)
                                 .transpose(0, 1, 2, 4, 3).astype(dtype))

@@ -76,16 +76,14 @@ def _gemm_macs(sch: s_tir.Schedule, gemm: SBlockRV) -> int:
     return size
 
 
-def _unrolled_vector(sch: s_tir.Schedule, block: SBlockRV) -> None:
-    """A transform block computed at its consumer's tile: loops (a, b, [p,] lanes): the
-    indices in the tile unrolled, the innermost vectorised."""
+def _unrolled_vector(sch: s_tir.Schedule, block: SBlockRV, at) -> None:
+    """A transform block computed at its consumer's loop `at`: its own loops (the indices
+    in the tile) unrolled, the innermost (the lanes) vectorised; the loops above stay."""
     loops = sch.get_loops(block)
-    *outer, inner = loops
-    for lp in outer[-3:]:
-        ext = extent(sch, lp)
-        if ext is not None and ext > 1:
-            sch.unroll(lp)
-    sch.vectorize(inner)
+    first = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
+    for lp in loops[first:-1]:
+        sch.unroll(lp)
+    sch.vectorize(loops[-1])
 
 
 def _pack(sch: s_tir.Schedule, pack: SBlockRV, parallel: bool) -> None:
@@ -105,7 +103,7 @@ def _input_transform(sch, rows: SBlockRV, v: SBlockRV, lanes: int, parallel: boo
     sch.reorder(p, c0, a, b, c1)
     sch.compute_at(rows, c0)
     sch.set_scope(rows, 0, "local")
-    _unrolled_vector(sch, rows)
+    _unrolled_vector(sch, rows, c0)
     sch.unroll(a)
     sch.unroll(b)
     sch.vectorize(c1)
@@ -148,7 +146,7 @@ def _output_transform(sch, rows: SBlockRV, out: SBlockRV, m: int, lanes: int,
     sch.reorder(n, y0, x0, o0, y1, x1, o1)
     sch.compute_at(rows, o0)
     sch.set_scope(rows, 0, "local")
-    _unrolled_vector(sch, rows)
+    _unrolled_vector(sch, rows, o0)
     sch.unroll(y1)
     sch.unroll(x1)
     sch.vectorize(o1)

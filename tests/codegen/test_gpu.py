@@ -14,7 +14,7 @@ import tvm
 from dlas.codegen import Untuned, import_model
 from dlas.codegen.gpu import check_cuda_arch, cuda_compiler
 from dlas.errors import DLASError, Unsupported
-from dlas.primitives import Direct, Gemm, SpatialPack
+from dlas.primitives import Direct, Gemm, SpatialPack, Winograd
 
 HOST = {"kind": "llvm"}
 TARGETS = {"cuda": {"kind": "cuda", "arch": "sm_90"},
@@ -54,6 +54,7 @@ def _device_source(ex) -> str:
 
 @pytest.mark.parametrize("kind", sorted(TARGETS))
 @pytest.mark.parametrize("primitive", [Direct("direct"), Gemm("gemm"), SpatialPack("spatial_pack"),
+                                       Winograd("winograd"),
                                        Direct("direct", format="csr", sparsity_threshold=0.5)],
                          ids=lambda p: f"{p.name}-{p.format}")
 def test_every_function_gets_a_thread_bound_gpu_schedule(tiny, kind, primitive):

@@ -27,10 +27,10 @@ def winograd_abs(x: np.ndarray, w: np.ndarray, padding, m: int) -> np.ndarray:
     th, tw = (hp - 2) // m, (wp - 2) // m
     tiles = np.lib.stride_tricks.sliding_window_view(d, (alpha, alpha), axis=(2, 3))
     tiles = tiles[:, :, ::m, ::m][:, :, :th, :tw]                    # [n, c, th, tw, alpha, alpha]
-    v = np.einsum("ia,ncxyij,jb->ncxyab", b, tiles, b)
-    u = np.einsum("ak,ockl,bl->ocab", g, np.abs(w.astype(np.float64)), g)
-    prod = np.einsum("ncxyab,ocab->noxyab", v, u)
-    y = np.einsum("ai,noxyab,bj->noxiyj", a, prod, a)                 # [n, o, th, m, tw, m]
+    v = np.einsum("ia,ncxyij,jb->ncxyab", b, tiles, b, optimize=True)
+    u = np.einsum("ak,ockl,bl->ocab", g, np.abs(w.astype(np.float64)), g, optimize=True)
+    prod = np.einsum("ncxyab,ocab->noxyab", v, u, optimize=True)
+    y = np.einsum("ai,noxyab,bj->noxiyj", a, prod, a, optimize=True)               # [n, o, th, m, tw, m]
     return y.reshape(n, w.shape[0], th * m, tw * m)
 
 
