@@ -35,6 +35,10 @@ from dlas.primitives.legalize_utils import conv_ints
 
 NAME = "winograd"
 KERNEL = 3
+# on every block: MetaSchedule's generic sketch rules leave them alone (TVM 0.27's rules
+# crash on the transform blocks: "TensorRegion pattern match failed" in ReverseComputeAt,
+# a crash of the whole search, not a failed candidate); tuning searches DLAS's schedule
+SKETCHES_OFF = {"schedule_rule": "None"}
 
 
 @functools.cache
@@ -111,7 +115,7 @@ def conv2d_winograd(data: te.Tensor, weight: te.Tensor, padding, m: int,
     _, _, hp, wp = (int(d) for d in data.shape)
     packed = te.compute((n_, c_ // k, hp, wp, k),
                         lambda n, cb, y, x, ci: data[n, cb * k + ci, y, x],
-                        name="winograd_data_pack")
+                        name="winograd_data_pack", attrs=SKETCHES_OFF)
 
     def at(p, c, i, j):  # input tile p of channel c, element (i, j)
         n, ty, tx = p // (th * tw), p // tw % th, p % tw
@@ -121,27 +125,29 @@ def conv2d_winograd(data: te.Tensor, weight: te.Tensor, padding, m: int,
         (alpha, alpha, tiles, c_),
         lambda a, j, p, c: _by_index(a, [_weighted(b_mat[:, k], lambda i: at(p, c, i, j), dtype)
                                          for k in range(alpha)]),
-        name="winograd_input_rows")
+        name="winograd_input_rows", attrs=SKETCHES_OFF)
     v = te.compute(
         (alpha, alpha, tiles, c_),
         lambda a, b, p, c: _by_index(b, [_weighted(b_mat[:, k], lambda j: rows[a, j, p, c], dtype)
                                          for k in range(alpha)]),
-        name="winograd_input")
+        name="winograd_input", attrs=SKETCHES_OFF)
     rc = te.reduce_axis((0, c_), name="rc")
     gemm = te.compute(
         (alpha, alpha, tiles, o_),
         lambda a, b, p, o: te.sum(v[a, b, p, rc] * weight[a, b, o // ob, rc, o % ob].astype(dtype),
                                   axis=rc),
-        name="winograd_gemm", attrs={PRIMITIVE_KEY: NAME, LAYOUT_KEY: f"winograd{m}:{ob}o"})
+        name="winograd_gemm",
+        attrs={PRIMITIVE_KEY: NAME, LAYOUT_KEY: f"winograd{m}:{ob}o", **SKETCHES_OFF})
     out_rows = te.compute(
         (alpha, m, tiles, o_),
         lambda a, x, p, o: _by_index(x, [_weighted(a_mat[:, k], lambda b: gemm[a, b, p, o], dtype)
                                          for k in range(m)]),
-        name="winograd_output_rows")
+        name="winograd_output_rows", attrs=SKETCHES_OFF)
 
     def out(n, o, y, x):
         p = (n * th + y // m) * tw + x // m
         return _by_index(y % m, [_weighted(a_mat[:, k], lambda a: out_rows[a, x % m, p, o], dtype)
                                  for k in range(m)])
 
-    return te.compute((n_, o_, oh, ow), out, name="conv2d_winograd", tag="conv2d_winograd")
+    return te.compute((n_, o_, oh, ow), out, name="conv2d_winograd", tag="conv2d_winograd",
+                      attrs=SKETCHES_OFF)
