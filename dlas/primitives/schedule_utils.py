@@ -69,6 +69,14 @@ def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
     return int(ext) if isinstance(ext, tirx.IntImm) else None
 
 
+def iterations(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """The block's iteration count (the product of its iterators' extents: a conv's MACs)."""
+    size = 1
+    for iv in sch.get(block).iter_vars:
+        size *= int(iv.dom.extent)
+    return size
+
+
 def root_blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 

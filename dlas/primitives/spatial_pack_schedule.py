@@ -21,8 +21,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
-                                            largest_divisor, open_conv, register_tile,
-                                            sampled_split, schedule_producer)
+                                            iterations, largest_divisor, open_conv,
+                                            register_tile, sampled_split, schedule_producer)
 from dlas.primitives.spatial_pack_compute import NAME, RULE
 
 
@@ -42,7 +42,7 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         return None
     parallel_loops, at, first_reduction = tiled
     sch.reverse_compute_at(epilogue, at, preserve_unit_loops=True)
-    parallel = _macs(sch, conv) >= PARALLEL_MIN_MACS
+    parallel = iterations(sch, conv) >= PARALLEL_MIN_MACS
     finish_conv_tile(sch, conv, epilogue, parallel_loops, first_reduction, parallel, lanes)
     for producer in producers:  # data_pack (or pad): parallel over its outer rows
         schedule_producer(sch, producer, parallel, rows=3)
@@ -73,10 +73,3 @@ def _tile_packed(sch, conv, lanes, budget):
     for lp in reductions[1:3]:  # the kernel window (ky, kx)
         sch.unroll(lp)
     return [n, ob, y0], x0, reductions[0]
-
-
-def _macs(sch, conv) -> int:
-    size = 1
-    for iv in sch.get(conv).iter_vars:
-        size *= int(iv.dom.extent)
-    return size

@@ -27,7 +27,8 @@ from tvm.target import Target
 
 from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, SBlockRV, block_name, extent,
-                                            fuse_and_parallelize, guarded, largest_divisor,
+                                            fuse_and_parallelize, guarded, iterations,
+                                            largest_divisor,
                                             primitive_blocks, register_tile, root_blocks,
                                             sampled_split, single_output)
 from dlas.primitives.winograd_compute import NAME
@@ -59,21 +60,13 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         sch.compute_inline(block)
     for block in blocks[names.index(STAGES[-1]) + 1:]:  # the epilogue, into the output
         sch.reverse_compute_inline(block)
-    macs = _gemm_macs(sch, stage["winograd_gemm"])
-    parallel = macs >= PARALLEL_MIN_MACS
+    parallel = iterations(sch, stage["winograd_gemm"]) >= PARALLEL_MIN_MACS
     _pack(sch, stage["winograd_data_pack"], parallel)
     _input_transform(sch, stage["winograd_input_rows"], stage["winograd_input"], lanes, parallel)
     _gemm(sch, stage["winograd_gemm"], lanes, budget, ob, parallel)
     _output_transform(sch, stage["winograd_output_rows"], stage["conv2d_winograd"], m, lanes,
                       parallel)
     return sch
-
-
-def _gemm_macs(sch: s_tir.Schedule, gemm: SBlockRV) -> int:
-    size = 1
-    for iv in sch.get(gemm).iter_vars:
-        size *= int(iv.dom.extent)
-    return size
 
 
 def _unrolled_vector(sch: s_tir.Schedule, block: SBlockRV, at) -> None:
