@@ -69,10 +69,13 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     return sch
 
 
-def _unrolled_vector(sch: s_tir.Schedule, block: SBlockRV, at) -> None:
-    """A transform block computed at its consumer's loop `at`: its own loops (the indices
-    in the tile) unrolled, the innermost (the lanes) vectorised; the loops above stay."""
-    loops = sch.get_loops(block)
+def _rows_at(sch: s_tir.Schedule, rows: SBlockRV, at) -> None:
+    """A transform's row pass computed into registers at its column pass's loop `at`
+    (unit loops kept: a loop count the search's replay keeps for any tile): its own loops
+    (the indices in the tile) unrolled, the innermost (the lanes) vectorised."""
+    sch.compute_at(rows, at, preserve_unit_loops=True)
+    sch.set_scope(rows, 0, "local")
+    loops = sch.get_loops(rows)
     first = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at))) + 1
     for lp in loops[first:-1]:
         sch.unroll(lp)
@@ -95,9 +98,7 @@ def _input_transform(sch, rows: SBlockRV, v: SBlockRV, lanes: int, parallel: boo
     vl = largest_divisor(extent(sch, c), lanes)
     c0, c1 = sampled_split(sch, c, [None, vl])
     sch.reorder(p, c0, a, b, c1)
-    sch.compute_at(rows, c0, preserve_unit_loops=True)  # (a loop count a replay keeps)
-    sch.set_scope(rows, 0, "local")
-    _unrolled_vector(sch, rows, c0)
+    _rows_at(sch, rows, c0)
     sch.unroll(a)
     sch.unroll(b)
     sch.vectorize(c1)
@@ -141,9 +142,7 @@ def _output_transform(sch, rows: SBlockRV, out: SBlockRV, m: int, lanes: int,
     # channels unrolled: vectors of channels would scatter H*W apart, in one L1 set at 32x32
     # (the 64-channel 32x32 conv with a residual add took 2.5x the time of the one without)
     sch.reorder(n, y0, x0, o0, o1, y1, x1)
-    sch.compute_at(rows, o0, preserve_unit_loops=True)
-    sch.set_scope(rows, 0, "local")
-    _unrolled_vector(sch, rows, o0)
+    _rows_at(sch, rows, o0)
     sch.unroll(o1)
     sch.unroll(y1)
     sch.vectorize(x1)

@@ -1,7 +1,8 @@
 """The `winograd` primitive: its transforms, which layers it takes and why the others go to
 direct, its results on every 3x3 stride-1 conv shape of the seven models against the float
-bound of its transforms (winograd_reference.py), its default schedule applied, and its
-settings refused with one line."""
+bound of its transforms (winograd_reference.py), its default schedule applied, a tuning
+search over it (DLAS's space and MetaSchedule's sketches), and its settings refused with
+one line."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 from conv_reference import HOST, conv_module, run_vm, torch_conv
 from winograd_reference import winograd_bound
 
-from dlas.codegen import Untuned
+from dlas.codegen import AutoSchedule, Untuned
 from dlas.errors import DLASError
+from dlas.hardware import LocalCPU
 from dlas.primitives import Winograd
 from dlas.primitives.winograd import TILE_SIZES, choose_tile
 from dlas.primitives.winograd_compute import transform_matrices
@@ -116,3 +118,24 @@ def test_bad_settings_are_refused_naming_the_value(setting, value):
     with pytest.raises(DLASError) as err:
         Winograd(**{setting: value})
     assert f"primitive.{setting}" in str(err.value) and str(value) in str(err.value)
+
+
+def test_tuning_searches_it_without_failing(tmp_path):
+    """MetaSchedule's sketch rules crashed the whole search on the transform blocks, and the
+    replay of DLAS's schedule with other tiles failed: the union space must run every
+    candidate and the tuned build must still compute the conv."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 16, 8, 8), dtype=np.float32)
+    w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
+    pad = (1, 1, 1, 1)
+    hardware = LocalCPU()
+    codegen = AutoSchedule(trials=6, trials_per_iter=6, population_size=16, genetic_iters=1,
+                           min_repeat_ms=5, check_rounds=3, space="union",
+                           database_dir=str(tmp_path))
+    executable, stats = codegen.build(conv_module(x.shape, w, 1, pad), Winograd(),
+                                      hardware.target, hardware=hardware)
+    assert stats["tuned_tasks"] == 1 and stats["tuning_trials"] == 6, stats
+    assert stats["tuning_failed_trials"] == 0 and stats["checked_tasks"] == 1, stats
+    out = run_vm(executable, x)
+    ref = torch_conv(x, w, 1, pad, 1, 1, np.float64)
+    assert (np.abs(out - ref) <= winograd_bound(x, w, pad, 4) + 1e-30).all()
