@@ -120,6 +120,7 @@ def test_bad_settings_are_refused_naming_the_value(setting, value):
     assert f"primitive.{setting}" in str(err.value) and str(value) in str(err.value)
 
 
+@pytest.mark.slow
 def test_tuning_searches_it_without_failing(tmp_path):
     """MetaSchedule's sketch rules crashed the whole search on the transform blocks, and the
     replay of DLAS's schedule with other tiles failed: the union space must run every
