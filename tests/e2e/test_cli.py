@@ -28,7 +28,8 @@ CASES = [
     (["model=foo"], "model='foo': no such model config (valid: densenet161, efficientnet_b0, "
                     "mnasnet1_0, mobilenetv2, resnet18, resnet50, vgg16)"),
     (["-m", "model=resnet18,foo"], "model='foo'"),
-    (["primitive=winograd"], "valid: direct"),
+    (["primitive=fft"], "valid: direct, gemm, spatial_pack, winograd"),
+    (["primitive=winograd", "primitive.format=csr"], "primitive.format='csr'"),
     (["modle=resnet18"], "modle"),
     (["compression=unstructured", "compression.ratio=1.5"], "compression.ratio=1.5"),
     (["compression=unstructured", "compression.ratio=abc"], "compression.ratio='abc'"),
