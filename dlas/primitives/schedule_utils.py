@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
+from tvm.runtime import DataType
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
@@ -27,6 +28,14 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     """SIMD lanes of `dtype_bits`-wide elements in one native vector register of `target`."""
     bits = llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
     return max(1, (bits if bits > 0 else 128) // dtype_bits)
+
+
+def current_lanes(dtype: str) -> int:
+    """Vector lanes of `dtype` on the current target (legalizations run under `with
+    target`; 512-bit vectors assumed without one)."""
+    target = Target.current(allow_none=True)
+    bits = DataType(dtype).bits
+    return vector_lanes(target, bits) if target is not None else 512 // bits
 
 
 def vector_registers(target: Target) -> int:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from tvm import relax
-from tvm.runtime import DataType
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
@@ -37,7 +36,7 @@ from dlas.primitives.int8_compute import OB
 from dlas.primitives.int8_legalize import blocked_lanes
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block, static_shape
-from dlas.primitives.schedule_utils import (ACCUMULATORS, largest_divisor, vector_lanes,
+from dlas.primitives.schedule_utils import (ACCUMULATORS, current_lanes, largest_divisor,
                                             vector_registers)
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr
 from dlas.primitives.spatial_pack_compute import (conv2d_spatial_pack, conv2d_spatial_pack_bsr,
@@ -53,14 +52,6 @@ log = logging.getLogger(__name__)
 def nearest_divisor(n: int, want: int) -> int:
     """The divisor of n closest to `want` (the smaller one on a tie)."""
     return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - want), d))
-
-
-def _lanes(dtype: str) -> int:
-    """Vector lanes of the accumulation dtype on the current target (the pipeline runs
-    under `with target`; 512-bit vectors assumed without one)."""
-    target = Target.current(allow_none=True)
-    bits = DataType(dtype).bits
-    return vector_lanes(target, bits) if target is not None else 512 // bits
 
 
 def choose_block(channels: int, configured: int | None, default_cap: int, what: str) -> int:
@@ -107,7 +98,7 @@ def legalize_conv2d_spatial_pack(bb: relax.BlockBuilder, call: relax.Call,
         layer.record(sparse=True)
         return _sparse_call(bb, call, prim, value, out_dtype)
     layer.record(fallback=constant_fallback(layer, prim.format, NAME))
-    lanes = _lanes(out_dtype)
+    lanes = current_lanes(out_dtype)
     ic = choose_block(c_, prim.ic_block, lanes, "ic_block")
     oc = choose_block(o_, prim.oc_block, 2 * lanes, "oc_block")
     if value is not None:  # pack once at compile time rather than in every inference
@@ -125,7 +116,7 @@ def _sparse_call(bb: relax.BlockBuilder, call: relax.Call, prim: SpatialPack,
     o_, _, kh, kw = value.shape
     dshape = static_shape(data.ty.shape)
     geometry = ((kh, kw), attrs.strides, attrs.padding, attrs.dilation, out_dtype)
-    tile = {"lanes": _lanes(out_dtype), "budget": _budget()}
+    tile = {"lanes": current_lanes(out_dtype), "budget": _budget()}
     matrix = as_matrix(value)
     if prim.format == "csr":
         sp = to_csr(matrix)

@@ -22,7 +22,7 @@ from dlas.errors import DLASError
 from dlas.primitives.base import LegalizeFunc, Record
 from dlas.primitives.direct import Direct, direct_dense
 from dlas.primitives.int8_compute import K4
-from dlas.primitives.schedule_utils import vector_lanes
+from dlas.primitives.schedule_utils import current_lanes
 from dlas.primitives.triage import Conv2dLayer, open_conv2d
 from dlas.primitives.winograd_compute import KERNEL, conv2d_winograd, transform_weight
 from dlas.primitives.winograd_schedule import winograd_rule
@@ -65,7 +65,7 @@ def choose_tile(oh: int, ow: int, tile_size: int, min_side: int) -> int | None:
     """m for an oh x ow output: `tile_size` when it divides both sides into at least two
     tiles each, else 2 when 2 divides them; None below `min_side` or when neither fits.
     One tile per side of a large m is weight-bound: resnet18's 512-channel 3x3 at 4x4
-    output ran 1.6x slower with m = 4 than with m = 2 (2-core Zen 5), whose transformed
+    output ran 1.6x slower with m = 4 than with m = 2 (2-core Zen 4), whose transformed
     weight is 16/36 the size."""
     if min(oh, ow) < min_side:
         return None
@@ -88,10 +88,8 @@ def legalize_conv2d_winograd(bb: relax.BlockBuilder, call: relax.Call, prim: Win
         return direct_dense(bb, call, layer)
     layer.record()
     weight = transform_weight(layer.value, m, weight_block(layer.wshape[0]), out_dtype)
-    target = Target.current(allow_none=True)
-    lanes = vector_lanes(target, 32) if target is not None else 16
     return bb.call_te(conv2d_winograd, layer.data, relax.const(weight), call.attrs.padding, m,
-                      out_dtype, lanes, primfunc_name_hint="conv2d_winograd")
+                      out_dtype, current_lanes(out_dtype), primfunc_name_hint="conv2d_winograd")
 
 
 class Winograd(Direct):
