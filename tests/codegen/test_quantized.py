@@ -10,6 +10,7 @@ import tvm
 from tvm import relax, tirx
 
 from dlas.codegen import Untuned, import_model
+from dlas.codegen.divergence import divergence, first_layer_departure, report
 from dlas.codegen.pipeline import constant_bytes
 from dlas.compression import StepContext
 from dlas.compression.int8 import Int8Quantization
@@ -81,11 +82,15 @@ def test_int8_resnet18_weights_take_a_quarter_of_the_bytes():
     int8 = codegen.schedule(import_model(q, x), Direct(), HOST)
     ratio = constant_bytes(int8) / constant_bytes(fp32)
     assert 0.24 < ratio <= 0.30, ratio  # int8 weights + float32 biases and scales
-    ex, stats = codegen.build(import_model(q, x), Direct(), HOST)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
-    ref = q(x).detach().numpy()
-    assert np.abs(ref).max() > 1e-2  # the comparison is not between zeros
-    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6
+    # Each int8 layer fed the compiled model's own input computes PyTorch's result (within
+    # half a quantization step). The logits themselves are not held to PyTorch's: where a
+    # float conv lands on a rounding tie, PyTorch's float accumulation order (it differs
+    # between CPUs) flips one int8 value by one step, and flips cascade through resnet18
+    # (on an AVX2 EPYC: 1 of 65536 values at layer1.1, 20 % at layer4, 2 % of the logits).
+    rows = divergence(q, x.numpy(), Direct(), codegen, HOST, fmt="int8", rtol=1e-4)
+    assert first_layer_departure(rows) is None, report(rows)
+    layers = [r for r in rows if r.probe.input_probe]
+    assert len(layers) >= 20 and all(r.step > 0 for r in layers), report(rows)
 
 
 def test_affine_activations_keep_the_float_reference():
