@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
 # `${dlas_root:}` in configs: outputs default to the project folder, wherever it is run from
 OmegaConf.register_new_resolver("dlas_root", lambda: str(ROOT), replace=True)
+
+
+def _training_precision() -> str:
+    from dlas.training.precision import training_precision  # (dlas.training loads Lightning)
+    return training_precision()
+
+
+# `${dlas_training_precision:}`: bf16 autocast only on CPUs with native bf16
+OmegaConf.register_new_resolver("dlas_training_precision", _training_precision, replace=True)
 # config name -> what a sweep checks of each point before the first one runs (CheckPoints)
 CHECKS: dict[str, Callable[[DictConfig], object]] = {}
 INTERRUPTED = ("interrupted: finished points are kept in the results store; run the same "

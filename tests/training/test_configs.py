@@ -10,7 +10,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import dlas.cli  # noqa: F401  (registers the configs' resolvers)
 from dlas.data import DigitsDataModule
+from dlas.training.precision import training_precision
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -42,6 +44,9 @@ def test_trainer_and_optim_configs(cfg):
     trainer = instantiate(cfg.trainer, enable_progress_bar=False)
     assert isinstance(trainer, pl.Trainer) and trainer.max_epochs == cfg.trainer.max_epochs
     assert trainer.logger is None and not trainer.checkpoint_callbacks
+    # the precision this CPU trains fastest in (test_precision.py)
+    assert cfg.trainer.precision == training_precision()
+    assert trainer.precision == training_precision()
     opt = instantiate(cfg.optim.optimizer)
     assert isinstance(opt, functools.partial) and opt.func is torch.optim.Adam
     scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.scheduler else None
