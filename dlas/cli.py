@@ -1,6 +1,7 @@
 """Entry-point plumbing: Hydra main, one-line errors, sweep-aware failure handling."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ CONF_DIR = str(ROOT / "conf")
 OmegaConf.register_new_resolver("dlas_root", lambda: str(ROOT), replace=True)
 
 
+@functools.cache  # every config resolution asks; the CPU does not change
 def _training_precision() -> str:
     from dlas.training.precision import training_precision  # (dlas.training loads Lightning)
     return training_precision()
