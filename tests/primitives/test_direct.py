@@ -19,10 +19,11 @@ from tvm import relax, s_tir, te
 
 from dlas.codegen import Untuned
 from dlas.errors import DLASError
+from dlas.hardware.base import make_target
 from dlas.primitives import Direct, Primitive, block_weight, conv2d_direct, kernel_block
 from dlas.primitives.direct_schedule import direct_conv2d_rule
 from dlas.primitives.int8_intrin import int8_path
-from dlas.primitives.schedule_utils import PARALLEL_MIN_MACS
+from dlas.primitives.schedule_utils import PARALLEL_MIN_MACS, vector_lanes, vector_registers
 
 HOST = tvm.target.Target.from_device(tvm.cpu())
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -149,3 +150,17 @@ def test_config_instantiates():
     assert isinstance(prim, Direct) and isinstance(prim, Primitive)
     assert (prim.name, prim.format, prim.sparsity_threshold) == ("direct", "dense", 0.5)
     assert set(prim.legalize_map()) == {"relax.nn.conv2d"}
+
+
+@pytest.mark.parametrize("spec, lanes, registers", [
+    ({"kind": "llvm", "mcpu": "znver4"}, 16, 32),          # AVX-512
+    ({"kind": "llvm", "mcpu": "skylake-avx512"}, 16, 32),
+    ({"kind": "llvm", "mcpu": "haswell"}, 8, 16),          # AVX2: TVM's width says 512
+    ({"kind": "llvm", "mcpu": "znver3"}, 8, 16),
+    ({"kind": "llvm", "mtriple": "x86_64-linux-gnu"}, 4, 16),  # plain x86-64: SSE2
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "carmel"}, 4, 32),  # NEON
+])
+def test_schedules_size_tiles_by_the_targets_real_vector_width(spec, lanes, registers):
+    target = make_target(spec)
+    assert vector_lanes(target) == lanes and vector_registers(target) == registers
+    assert vector_lanes(target, 8) == 4 * lanes  # int8 lanes
