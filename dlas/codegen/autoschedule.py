@@ -38,10 +38,10 @@ from dlas.codegen import auto_format
 from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
                                    default_schedule_pass, front_passes, inference_passes,
                                    relax_pipeline)
-from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, build_candidate,
-                                 default_schedule, exporter, improvement_stats,
-                                 measure_defaults, open_database, quiet_metaschedule,
-                                 target_digest, verify_best)
+from dlas.codegen.tuning import (LEDGER, Ledger, PooledBuilder, TuningProgress,
+                                 candidate_builder, default_schedule, exporter,
+                                 improvement_stats, measure_defaults, open_database,
+                                 quiet_metaschedule, target_digest, verify_best)
 from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError
@@ -196,24 +196,29 @@ class AutoSchedule(Untuned):
             return {**stats, **improvement_stats(ledger.checks(tasks))}
         hardware.check()  # a board that is not registered fails here, not in every trial
         with hardware.tracker() as (host, port, _), quiet_metaschedule():
-            runner = ms.runner.RPCRunner(
-                rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
-                                               tracker_key=hardware.key,
-                                               session_timeout_sec=int(self.runner_timeout_s)),
-                evaluator_config=self.evaluator, max_workers=1)
-            builder = ms.builder.LocalBuilder(max_workers=len(os.sched_getaffinity(0)),
-                                              timeout_sec=self.builder_timeout_s,
-                                              f_build=build_candidate,
-                                              f_export=exporter(hardware.cc))
-            if todo:
-                stats.update(self._search(todo, budget, target, hardware, db_dir, rules,
-                                          builder, runner, database))
-                ledger.update(todo, budget)
-            start = time.perf_counter()
-            ledger.record_verified(verify_best(todo + unchecked, database, rules, target,
-                                               builder, runner, hardware.runtime_device,
-                                               self.check_rounds, self.check_top_k))
-            stats["check_s"] = time.perf_counter() - start
+            # one pool of build workers for the defaults, every search round and the check,
+            # importing TVM while the runner's worker does
+            builder = PooledBuilder(max_workers=len(os.sched_getaffinity(0)),
+                                    timeout_sec=self.builder_timeout_s,
+                                    f_build=candidate_builder(), f_export=exporter(hardware.cc))
+            builder.start()
+            try:
+                runner = ms.runner.RPCRunner(
+                    rpc_config=ms.runner.RPCConfig(
+                        tracker_host=host, tracker_port=port, tracker_key=hardware.key,
+                        session_timeout_sec=int(self.runner_timeout_s)),
+                    evaluator_config=self.evaluator, max_workers=1)
+                if todo:
+                    stats.update(self._search(todo, budget, target, hardware, db_dir, rules,
+                                              builder, runner, database))
+                    ledger.update(todo, budget)
+                start = time.perf_counter()
+                ledger.record_verified(verify_best(todo + unchecked, database, rules, target,
+                                                   builder, runner, hardware.runtime_device,
+                                                   self.check_rounds, self.check_top_k))
+                stats["check_s"] = time.perf_counter() - start
+            finally:
+                builder.close()
         return {**stats, **improvement_stats(ledger.checks(tasks))}
 
     def _search(self, todo: list[ms.ExtractedTask], budget: int, target, hardware,

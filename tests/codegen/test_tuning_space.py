@@ -3,8 +3,11 @@ MetaSchedule mutates. A deliberately poor preset (innermost tile 1 instead of th
 width) on one small conv must be beaten by the search, as measured through loopback RPC."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import pytest
 import tvm
@@ -16,8 +19,9 @@ from tvm.s_tir.dlight import ScheduleRule
 from dlas.codegen import AutoSchedule
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
 from dlas.codegen.autoschedule import design_space, tunable_tasks, tuning_target
-from dlas.codegen.tuning import (CHECKED, LEDGER, SCHEDULE_SOURCES, Ledger, default_schedule,
-                                 improvement_stats, open_database, target_digest)
+from dlas.codegen.tuning import (CHECKED, LEDGER, SCHEDULE_SOURCES, Ledger, candidate_builder,
+                                 default_schedule, exporter, improvement_stats, open_database,
+                                 target_digest)
 from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.store.artifacts import code_version
@@ -178,3 +182,13 @@ def test_design_space_kinds():
     assert design_space("generic", [], target) == "post-order-apply"
     assert isinstance(design_space("dlas", [], target), ms.space_generator.ScheduleFn)
     assert isinstance(design_space("union", [], target), ms.space_generator.SpaceGeneratorUnion)
+
+
+def test_build_workers_load_the_candidate_functions_without_dlas(tmp_path):
+    """The builder's worker processes unpickle its build and export functions: pickled by
+    name, every worker would import dlas (and torch's models), seconds a worker."""
+    code = ("import sys, cloudpickle; cloudpickle.loads(sys.stdin.buffer.read()); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dlas'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          input=cloudpickle.dumps((candidate_builder(), exporter(None))))
+    assert done.returncode == 0 and done.stdout.strip() == b"[]", done.stderr[-500:]
