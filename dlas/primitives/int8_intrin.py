@@ -49,6 +49,8 @@ from tvm.script import tirx as T
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
+from dlas.primitives.schedule_utils import is_x86
+
 VNNI, AVX512, AVX2, SDOT, PLAIN = "vnni", "avx512", "avx2", "sdot", "plain"
 # (int8 path, activation dtype) -> the name its tensor intrinsic is registered under
 INTRINSICS = {(VNNI, "uint8"): "dlas_dot_16x4_vnni", (AVX512, "uint8"): "dlas_dot_16x4_avx512",
@@ -73,8 +75,8 @@ def int8_path(target: Target | None) -> str:
         return PLAIN
     if target.attrs.get("feature.is_aarch64", False):  # TVM's AArch64 parser's features
         return SDOT if target.attrs.get("feature.has_dotprod", False) else PLAIN
-    if "arm" in str(target.attrs.get("mtriple", "")):
-        return PLAIN  # (target_has_features answers for the host's triple otherwise)
+    if not is_x86(target):
+        return PLAIN
     for feature, path in (("avx512vnni", VNNI), ("avx512bw", AVX512), ("avx2", AVX2)):
         if target_has_features(feature, target):
             return path
