@@ -38,10 +38,10 @@ from dlas.codegen import auto_format
 from dlas.codegen.pipeline import (Build, RecordScheduleStats, back_passes,
                                    default_schedule_pass, front_passes, inference_passes,
                                    relax_pipeline)
-from dlas.codegen.tuning import (LEDGER, Ledger, PooledBuilder, TuningProgress,
-                                 candidate_builder, default_schedule, exporter,
+from dlas.codegen.tuning import (LEDGER, Ledger, TuningProgress, default_schedule,
                                  improvement_stats, measure_defaults, open_database,
                                  quiet_metaschedule, target_digest, verify_best)
+from dlas.codegen.tuning_builder import PooledBuilder, candidate_builder, exporter
 from dlas.codegen.untuned import Untuned
 from dlas.config import plain
 from dlas.errors import DLASError

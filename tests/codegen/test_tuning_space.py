@@ -19,9 +19,9 @@ from tvm.s_tir.dlight import ScheduleRule
 from dlas.codegen import AutoSchedule
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
 from dlas.codegen.autoschedule import design_space, tunable_tasks, tuning_target
-from dlas.codegen.tuning import (CHECKED, LEDGER, SCHEDULE_SOURCES, Ledger, candidate_builder,
-                                 default_schedule, exporter, improvement_stats, open_database,
-                                 target_digest)
+from dlas.codegen.tuning import (CHECKED, LEDGER, SCHEDULE_SOURCES, Ledger, default_schedule,
+                                 improvement_stats, open_database, target_digest)
+from dlas.codegen.tuning_builder import candidate_builder, exporter
 from dlas.hardware import LocalCPU
 from dlas.primitives.direct import Direct
 from dlas.store.artifacts import code_version
