@@ -1,8 +1,8 @@
 """One point through all six layers, and a sweep that is killed and resumed.
 
 Tiny settings (debug=fast: two training batches, 120 evaluation samples, three timing
-repeats) keep this in the suite's budget; the checks are the real ones: compiled logits against PyTorch, accuracy
-of the compiled model on the target, stage reuse.
+repeats) keep this in the suite's budget; the checks are the real ones: compiled logits
+against PyTorch, accuracy of the compiled model on the target, stage reuse.
 """
 import os
 import signal

@@ -44,7 +44,7 @@ def test_trainer_and_optim_configs(cfg):
     trainer = instantiate(cfg.trainer, enable_progress_bar=False)
     assert isinstance(trainer, pl.Trainer) and trainer.max_epochs == cfg.trainer.max_epochs
     assert trainer.logger is None and not trainer.checkpoint_callbacks
-    # the precision this CPU trains fastest in (test_precision.py)
+    # the precision this CPU trains fastest in (test_training_precision.py)
     assert cfg.trainer.precision == training_precision()
     assert trainer.precision == training_precision()
     opt = instantiate(cfg.optim.optimizer)
