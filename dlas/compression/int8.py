@@ -107,6 +107,31 @@ def drop_unused_tensors(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+@contextmanager
+def qat_folds_only_where_they_can_match(qat: bool):
+    """convert_pt2e runs torchao's `_fold_conv_bn_qat` on any graph holding a batch norm: for each
+    of conv1d, conv2d, conv_transpose1d and conv_transpose2d it torch.exports 20 pattern graphs
+    (~20 s a kind on 2 cores) to find QAT's fused conv + batch-norm blocks and fold them. Those
+    blocks exist only after prepare_qat_pt2e (prepare_pt2e folds each conv's batch norm into the
+    conv; a batch norm left, e.g. after densenet's concats, has no conv to fold into), and only
+    for conv kinds the graph holds: the fold runs for those alone. Skipping the others changes
+    nothing but how dequantize nodes with several users are shared (same values)."""
+    from torchao.quantization.pt2e import qat_utils
+
+    fold = qat_utils._fold_conv_bn_qat_helper
+
+    def where_it_can_match(m, conv_fn, *args, **kwargs):
+        kinds = {n.target.overloadpacket.__name__ for n in m.graph.nodes
+                 if qat_utils._is_conv_or_conv_transpose_node(n)}
+        return fold(m, conv_fn, *args, **kwargs) if qat and conv_fn.__name__ in kinds else m
+
+    qat_utils._fold_conv_bn_qat_helper = where_it_can_match
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = fold
+
+
 def is_int8_graph(model: nn.Module) -> bool:
     """A converted PT2E graph (quantize/dequantize ops of torchao's quantized_decomposed)."""
     return number_format(model) == "int8"
@@ -171,7 +196,9 @@ class Int8Quantization:
             return model  # post-training: converted in apply
         _, flow, _ = pt2e_api()
         model.eval()
-        converted = allow_train_eval(drop_unused_tensors(flow.convert_pt2e(model)))
+        with qat_folds_only_where_they_can_match(self.qat):
+            converted = flow.convert_pt2e(model)
+        converted = allow_train_eval(drop_unused_tensors(converted))
         converted.eval()  # (the patched eval returns None)
         return converted
 

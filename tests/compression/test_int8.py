@@ -66,10 +66,31 @@ def test_int8_model_survives_the_store(tmp_path):
     back.eval()  # exported graphs accept train()/eval() (evaluate() and Lightning call them)
 
 
+@pytest.fixture
+def conv_bn_folds(monkeypatch):
+    """The conv kinds torchao's QAT conv + batch-norm fold is run for (each costs ~20 s of
+    pattern exports): a list the test reads."""
+    from torchao.quantization.pt2e import qat_utils
+
+    kinds, fold = [], qat_utils._fold_conv_bn_qat_helper
+
+    def spy(m, conv_fn, *args, **kwargs):
+        kinds.append(conv_fn.__name__)
+        return fold(m, conv_fn, *args, **kwargs)
+
+    monkeypatch.setattr(qat_utils, "_fold_conv_bn_qat_helper", spy)
+    return kinds
+
+
+def _batch_norms(gm) -> list:
+    return [n for n in gm.graph.nodes if "batch_norm" in str(n.target)]
+
+
 @pytest.mark.slow
-def test_qat_with_a_lightning_trainer_on_digits(digits):
+def test_qat_with_a_lightning_trainer_on_digits(digits, conv_bn_folds):
     """The recipe's real fine-tuning path: Lightning's Trainer (bf16 autocast) over the
-    fake-quantized exported graph."""
+    fake-quantized exported graph; converting folds the batch norm into the conv, asking
+    torchao's fold for the graph's one conv kind only."""
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     trainer = functools.partial(pl.Trainer, limit_train_batches=3, limit_val_batches=1,
@@ -86,6 +107,28 @@ def test_qat_with_a_lightning_trainer_on_digits(digits):
     assert is_int8_graph(q) and log[0]["finetuned"]
     assert 0.0 <= log[0]["acc_after_finetune"] <= 1.0
     assert structure is net  # parameters/MACs are counted on the float architecture
+    assert conv_bn_folds == ["conv2d"] and not _batch_norms(q)
+
+
+def test_post_training_convert_skips_the_qat_fold_and_keeps_a_lone_batch_norm(conv_bn_folds):
+    class Concat(nn.Module):  # densenet's shape: a batch norm after a concat, no conv to fold into
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+            self.bn, self.fc = nn.BatchNorm2d(8), nn.Linear(8, 10)
+
+        def forward(self, x):
+            y = self.bn(torch.cat([self.a(x), self.b(x)], 1)).relu()
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Concat().eval()
+    net.bn.running_mean.uniform_(-1, 1)
+    x = torch.randn(4, 3, 16, 16)
+    q = quantize(net)
+    assert conv_bn_folds == [] and len(_batch_norms(q)) == 1
+    with torch.no_grad():
+        assert torch.allclose(q(x), net(x), atol=0.05 * float(net(x).abs().max()))
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8"])
