@@ -4,11 +4,11 @@ TVM 0.27's ExportedProgram importer sends `aten.batch_norm.default` to a branch 
 the decomposed `_native_batch_norm_legit*` forms, which reads `momentum` from position 5
 and `eps` from position 6. `batch_norm`'s signature is (input, weight, bias, running_mean,
 running_var, training, momentum, eps, cudnn_enabled): the importer takes `training` as the
-momentum and the momentum (0.1) as epsilon. Only undecomposed programs (int8: imported with
-`run_ep_decomposition=False`) reach that branch, and only batch norms PT2E could not fold
-into a conv survive there (densenet's after each concatenation), so densenet161's int8 model
-ran with epsilon 0.1 instead of 1e-5 (research/int8-numerics.md; fixed upstream by
-apache/tvm#18486, not in the 0.27 wheel).
+momentum and the momentum (0.1) as epsilon. Only undecomposed programs reach that branch
+(DLAS imports every program with `run_ep_decomposition=False`: frontend.py); in int8 ones only
+batch norms PT2E could not fold into a conv survive there (densenet's after each
+concatenation), so densenet161's int8 model ran with epsilon 0.1 instead of 1e-5
+(research/int8-numerics.md; fixed upstream by apache/tvm#18486, not in the 0.27 wheel).
 
 `convert_map` reads every argument by its real position; `check_epsilons` compares each
 imported batch norm's epsilon with its torch node's, so a misread is an error at import

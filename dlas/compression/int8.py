@@ -111,7 +111,7 @@ def drop_unused_tensors(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def qat_folds_only_where_they_can_match(qat: bool):
     """convert_pt2e runs torchao's `_fold_conv_bn_qat` on any graph holding a batch norm: for each
     of conv1d, conv2d, conv_transpose1d and conv_transpose2d it torch.exports 20 pattern graphs
-    (~20 s a kind on 2 cores) to find QAT's fused conv + batch-norm blocks and fold them. Those
+    (8-11 s a kind on a 2-core Zen 3) to find QAT's fused conv + batch-norm blocks and fold them. Those
     blocks exist only after prepare_qat_pt2e (prepare_pt2e folds each conv's batch norm into the
     conv; a batch norm left, e.g. after densenet's concats, has no conv to fold into), and only
     for conv kinds the graph holds: the fold runs for those alone. Skipping the others changes
