@@ -25,8 +25,20 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     # Under `--dist loadfile` a worker takes the next file whole when it is free: files holding a
     # slow test go first, so the run does not end on one worker still busy with a long file.
+    # The first file that starts from the session's default point (`seed_outputs`) leads, so
+    # one worker makes the point while the other runs other files; the rest of those files
+    # close the slow group, when the point is long made (test_deploy and test_report, next to
+    # each other in collection order, had one worker wait on the other's lock).
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each group
+    seeded = list(dict.fromkeys(item.path for item in items
+                                if "seed_outputs" in item.fixturenames))
+
+    def rank(item) -> tuple[bool, int]:
+        if item.path in seeded:
+            return item.path not in slow, 0 if item.path == seeded[0] else 2
+        return item.path not in slow, 1
+
+    items.sort(key=rank)  # stable: the order within each group
 
 
 @pytest.fixture
