@@ -1,6 +1,6 @@
 """The machinery of a MetaSchedule run for `autoschedule`: where the tuning database lives and
-which budget each task has had (the ledger), each task's default schedule as a candidate, and progress
-output (the builder: tuning_builder.py)."""
+which budget each task has had (the ledger), each task's default schedule as a candidate, and
+progress output (the builder: tuning_builder.py)."""
 from __future__ import annotations
 
 import hashlib

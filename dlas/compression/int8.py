@@ -109,21 +109,24 @@ def drop_unused_tensors(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 @contextmanager
 def qat_folds_only_where_they_can_match(qat: bool):
-    """convert_pt2e runs torchao's `_fold_conv_bn_qat` on any graph holding a batch norm: for each
-    of conv1d, conv2d, conv_transpose1d and conv_transpose2d it torch.exports 20 pattern graphs
-    (8-11 s a kind on a 2-core Zen 3) to find QAT's fused conv + batch-norm blocks and fold them. Those
-    blocks exist only after prepare_qat_pt2e (prepare_pt2e folds each conv's batch norm into the
-    conv; a batch norm left, e.g. after densenet's concats, has no conv to fold into), and only
-    for conv kinds the graph holds: the fold runs for those alone. Skipping the others changes
-    nothing but how dequantize nodes with several users are shared (same values)."""
+    """convert_pt2e runs torchao's `_fold_conv_bn_qat` on any graph holding a batch norm: for
+    each of conv1d, conv2d, conv_transpose1d and conv_transpose2d it torch.exports 20 pattern
+    graphs (8-11 s a kind on a 2-core Zen 3) to find QAT's fused conv + batch-norm blocks and
+    fold them. Those blocks exist only after prepare_qat_pt2e (prepare_pt2e folds each conv's
+    batch norm into the conv; a batch norm left, e.g. after densenet's concats, has no conv to
+    fold into), and only for conv kinds the graph holds: the fold runs for those alone.
+    Skipping the others changes nothing but how dequantize nodes with several users are shared
+    (same values)."""
     from torchao.quantization.pt2e import qat_utils
 
     fold = qat_utils._fold_conv_bn_qat_helper
 
     def where_it_can_match(m, conv_fn, *args, **kwargs):
-        kinds = {n.target.overloadpacket.__name__ for n in m.graph.nodes
-                 if qat_utils._is_conv_or_conv_transpose_node(n)}
-        return fold(m, conv_fn, *args, **kwargs) if qat and conv_fn.__name__ in kinds else m
+        if not qat or conv_fn.__name__ not in {
+                n.target.overloadpacket.__name__ for n in m.graph.nodes
+                if qat_utils._is_conv_or_conv_transpose_node(n)}:
+            return m
+        return fold(m, conv_fn, *args, **kwargs)
 
     qat_utils._fold_conv_bn_qat_helper = where_it_can_match
     try:
