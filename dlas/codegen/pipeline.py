@@ -22,6 +22,7 @@ from dlas.codegen.dense import dense_legalize_map
 from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
 from dlas.codegen.graph import FoldInferenceConstants
 from dlas.codegen.int8_layout import blocked_int8_layout
+from dlas.codegen.nonnegative import legalize_ops
 from dlas.codegen.profile import ProfilePlan, profile_plan
 from dlas.primitives.base import LayerCounts, Primitive
 from dlas.primitives.schedule_utils import RULE_KEY
@@ -52,7 +53,7 @@ def front_passes(primitive: Primitive, target: tvm.target.Target,
     lanes = primitive.blocked_int8_lanes(target)
     layout = [blocked_int8_layout(lanes)] if lanes else []
     return layout + _generic(target).library_dispatch_passes(target) + [
-        relax.transform.LegalizeOps(legalize),
+        legalize_ops(legalize),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

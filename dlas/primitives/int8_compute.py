@@ -16,7 +16,9 @@ quantizing post-ReLU activations as u8, would change the compression step and th
 models and covers only convs that follow a ReLU; the shift covers every conv for one
 subtract, so DLAS takes it. AArch64's `sdot` multiplies s8 by s8, and avx2's sign form
 takes s8 too (int8_intrin.py): there the activations are packed as they are (padding 0)
-and there is no compensation (compensation=None).
+and there is no compensation (compensation=None). Activations proven >= 0 (codegen's
+nonnegative.py: after a ReLU) are in [0, 127] already: on x86 they go in as u8 as they are
+(unsigned=True: padding 0, no shift, no compensation).
 
 Layouts (C padded to Cp, a multiple of the input block `ib` in {4, 8, 16}; O padded to Op,
 a multiple of the instruction's output lanes L (int8_intrin.LANES: 16, 8 or 4), with zero
@@ -48,6 +50,8 @@ from dlas.primitives.legalize_utils import conv_ints
 OB = 16  # the widest output-channel block (int8_intrin.LANES)
 K4 = 4   # input channels of one dot product
 SHIFT = 128
+# the data pack's block name -> what its bytes are (int8_intrin.activation_dtype's answer)
+PACKS = {"data_pack_u8": "uint8", "data_pack_s8": "int8", "data_pack_u7": "uint7"}
 
 _ints = functools.partial(conv_ints, op="conv2d_int8_dot")
 
@@ -76,10 +80,11 @@ def pack_weight_int8(weight: np.ndarray, ib: int, lanes: int = OB
 def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor | None,
                     out_channels: int, strides, padding, dilation, primitive: str,
                     patches: tuple[int, int] | None = None,
-                    blocked_out: bool = False) -> te.Tensor:
+                    blocked_out: bool = False, unsigned: bool = False) -> te.Tensor:
     """NCHW int8 conv2d (groups=1) with `out_channels` int32 outputs from the packed weight
     and its compensation (pack_weight_int8): the +128 shift to u8 (x86); None: s8
-    activations as they are (sdot). The conv block is marked as `primitive`'s (its
+    activations as they are (sdot, avx2's sign form), or with `unsigned` read as u8 (they
+    are >= 0: int8_intrin's uint7). The conv block is marked as `primitive`'s (its
     schedule rule finds it by that).
 
     patches=(KH, KW): the im2col form (gemm): the weight was packed from the [O, C*KH*KW,
@@ -112,7 +117,8 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
 
     def shift_or_pad(value, inside):
         if not shift:
-            return tirx.if_then_else(inside, value, tirx.const(0, "int8"))
+            dtype = "uint8" if unsigned else "int8"
+            return tirx.if_then_else(inside, value.astype(dtype), tirx.const(0, dtype))
         value = (value.astype("int32") + SHIFT).astype("uint8")
         return tirx.if_then_else(inside, value, tirx.const(SHIFT, "uint8"))
 
@@ -132,7 +138,7 @@ def conv2d_int8_dot(data: te.Tensor, weight: te.Tensor, compensation: te.Tensor 
         y, x = y0 * sh + ky * dh - pt, x0 * sw + kx * dw - pl
         return shifted(n, c, y, x, tirx.all(k < c_ * wkh * wkw, y >= 0, y < h_, x >= 0, x < w_))
 
-    name = "data_pack_u8" if shift else "data_pack_s8"
+    name = "data_pack_u8" if shift else "data_pack_u7" if unsigned else "data_pack_s8"
     if patches is None:
         packed = te.compute((n_, cb_, h_ + pt + pb, w_ + pl + pr, ib), pack, name=name)
     else:  # the window is in the patches: the conv over them is 1x1, stride 1

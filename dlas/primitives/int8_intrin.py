@@ -23,6 +23,11 @@ signed weights.
   32x32 on mcpu haswell, this 2-core EPYC under load, side by side in one process, median
   of 9: plain int8 30.5 ms, split 17.4 ms, sign form 12.6 ms (direct); spatial_pack 28.4 /
   17.3 / 14.4 ms; gemm 24.7 / 21.1 / 15.9 ms.
+- Non-negative activations (`uint7`: an int8 activation codegen's nonnegative.py proved
+  >= 0, i.e. in [0, 127], e.g. every conv after a ReLU): the bytes go in as u8 as they are,
+  with no shift and no compensation; a `vpmaddubsw` pair is at most 2 * 127 * 128 = 32512,
+  so avx2 and avx512 take one multiply pair and one `vpmaddwd` with no sign instructions,
+  and vnni its one `vpdpbusd`.
 - `sdot` (4 lanes, AArch64 with the dot-product extension, `+dotprod`): one `sdot`, s8 x
   s8 -> int32 (each lane the dot product of four byte pairs). It needs signed activations,
   which DLAS's int8 models have (symmetric, zero point 0): on this path the activations go
@@ -52,19 +57,27 @@ from tvm.target.codegen import target_has_features
 from dlas.primitives.schedule_utils import is_x86
 
 VNNI, AVX512, AVX2, SDOT, PLAIN = "vnni", "avx512", "avx2", "sdot", "plain"
-# (int8 path, activation dtype) -> the name its tensor intrinsic is registered under
-INTRINSICS = {(VNNI, "uint8"): "dlas_dot_16x4_vnni", (AVX512, "uint8"): "dlas_dot_16x4_avx512",
-              (AVX2, "uint8"): "dlas_dot_8x4_avx2", (AVX2, "int8"): "dlas_dot_8x4_avx2_sign",
+UINT7 = "uint7"  # int8 activations proven >= 0, fed as u8 (module doc)
+# (int8 path, activations) -> the name its tensor intrinsic is registered under
+INTRINSICS = {(VNNI, "uint8"): "dlas_dot_16x4_vnni", (VNNI, UINT7): "dlas_dot_16x4_vnni",
+              (AVX512, "uint8"): "dlas_dot_16x4_avx512",
+              (AVX512, UINT7): "dlas_dot_16x4_avx512_u7", (AVX2, "uint8"): "dlas_dot_8x4_avx2",
+              (AVX2, "int8"): "dlas_dot_8x4_avx2_sign", (AVX2, UINT7): "dlas_dot_8x4_avx2_u7",
               (SDOT, "int8"): "dlas_dot_4x4_sdot"}
 # int8 path -> int32 outputs of one instruction (the output-channel block of its layout)
 LANES = {VNNI: 16, AVX512: 16, AVX2: 8, SDOT: 4}
 
 
-def activation_dtype(path: str, weight_min: int) -> str:
+def activation_dtype(path: str, weight_min: int, nonnegative: bool = False) -> str:
     """What the activations are fed to `path`'s instruction as, for a weight whose smallest
-    value is `weight_min`: int8 (as they are) for sdot, and for avx2's sign form when no
-    weight is -128 (module doc); uint8 (the +128 shift, int8_compute.py) otherwise."""
-    return "int8" if path == SDOT or (path == AVX2 and weight_min > -128) else "uint8"
+    value is `weight_min`: int8 (as they are) for sdot; uint7 (as they are, read as u8) on
+    x86 for activations proven >= 0; int8 for avx2's sign form when no weight is -128
+    (module doc); uint8 (the +128 shift, int8_compute.py) otherwise."""
+    if path == SDOT:
+        return "int8"
+    if nonnegative:
+        return UINT7
+    return "int8" if path == AVX2 and weight_min > -128 else "uint8"
 
 
 def int8_path(target: Target | None) -> str:
@@ -135,6 +148,16 @@ def _madd_pair(lanes: int, maddubs: str, maddwd: str):
     return body
 
 
+def _madd_once(lanes: int, maddubs: str, maddwd: str):
+    """`vpmaddubsw` + `vpmaddwd` on `lanes` int32 outputs for bytes in [0, 127] (uint7)."""
+    i16, i32 = f"int16x{2 * lanes}", f"int32x{lanes}"
+
+    def body(a, b, c):
+        return c + _llvm(maddwd, i32, _llvm(maddubs, i16, a, b), tirx.const(1, i16))
+
+    return body
+
+
 def _avx2_sign(a, b, c):
     """|a| (as u8) times b * sign(a): one `vpmaddubsw` + `vpmaddwd` (module doc)."""
     sign = "llvm.x86.avx2.psign.b"
@@ -148,21 +171,24 @@ def _sdot(a, b, c):
     return _llvm("llvm.aarch64.neon.sdot.v4i32.v16i8", "int32x4", c, b, a)
 
 
-_BODIES = {(VNNI, "uint8"): _vnni,
-           (AVX512, "uint8"): _madd_pair(16, "llvm.x86.avx512.pmaddubs.w.512",
-                                         "llvm.x86.avx512.pmaddw.d.512"),
-           (AVX2, "uint8"): _madd_pair(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+_AVX512_MADD = ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")
+_AVX2_MADD = ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")
+_BODIES = {(VNNI, "uint8"): _vnni, (VNNI, UINT7): _vnni,
+           (AVX512, "uint8"): _madd_pair(16, *_AVX512_MADD),
+           (AVX512, UINT7): _madd_once(16, *_AVX512_MADD),
+           (AVX2, "uint8"): _madd_pair(8, *_AVX2_MADD), (AVX2, UINT7): _madd_once(8, *_AVX2_MADD),
            (AVX2, "int8"): _avx2_sign, (SDOT, "int8"): _sdot}
 
 
 @functools.cache
 def intrinsic(path: str, activations: str) -> str:
     """The name `path`'s tensor intrinsic for `activations` is registered under, registered
-    on first use: parsing the TVMScript of all five costs ~3 s, which every import of the
+    on first use: parsing the TVMScript of all of them costs seconds, which every import of the
     codegen would pay while a build uses one."""
     name = INTRINSICS[path, activations]
-    TensorIntrin.register(name, _intrin(LANES[path], activations),
-                          _intrin(LANES[path], activations, _BODIES[path, activations]),
+    dtype = "uint8" if activations == UINT7 else activations  # (the bytes' buffer type)
+    TensorIntrin.register(name, _intrin(LANES[path], dtype),
+                          _intrin(LANES[path], dtype, _BODIES[path, activations]),
                           override=True)
     return name
 

@@ -6,8 +6,8 @@ A layer takes it when all of these hold; otherwise the primitive computes it as 
 (int8 x int8 -> int32 with its generic schedule):
 - the current target has an integer dot-product path (int8_intrin.int8_path: vnni, avx512,
   avx2, sdot), whose instruction sets the output-channel block (16, 16, 8, 4) and whether
-  the activations are shifted to u8 or stay s8 (sdot; avx2 when no weight is -128:
-  int8_intrin.activation_dtype);
+  the activations are shifted to u8, stay s8 (sdot; avx2 when no weight is -128) or, proven
+  >= 0 (`nonnegative_inputs`), go in as u8 as they are (int8_intrin.activation_dtype);
 - int8 data, a constant int8 weight, int32 output, static shapes, NCHW/OIHW or the
   blocked layouts codegen's int8_layout.py gives (NCHW[L]c data and output, OIHW);
 - groups == 1. Depthwise and grouped convs keep today's path: their reduction per output
@@ -18,13 +18,33 @@ output channels to a multiple of the block (only the first O are written).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Set
+
 from tvm import relax
 from tvm.target import Target
 
 from dlas.primitives.int8_compute import conv2d_int8_dot, input_block, pack_weight_int8
-from dlas.primitives.int8_intrin import LANES, PLAIN, activation_dtype, int8_path
+from dlas.primitives.int8_intrin import LANES, PLAIN, UINT7, activation_dtype, int8_path
 from dlas.primitives.int8_schedule import int8_block_name
 from dlas.primitives.legalize_utils import constant_array, is_nchw, static_shape
+
+# the constant weights of the convs whose activations are proven >= 0, while a legalization
+# that knows them runs (codegen's nonnegative.py finds them in the graph before it)
+_NONNEGATIVE: contextvars.ContextVar[Set] = contextvars.ContextVar("dlas_nonnegative_inputs",
+                                                                   default=frozenset())
+
+
+@contextlib.contextmanager
+def nonnegative_inputs(weights: Set) -> Iterator[None]:
+    """Within it, a conv whose constant weight is in `weights` reads activations >= 0
+    (int8 in [0, 127]): the dot-product compute takes them as u8 as they are."""
+    token = _NONNEGATIVE.set(weights)
+    try:
+        yield
+    finally:
+        _NONNEGATIVE.reset(token)
 
 
 def int8_dot_path(bb: relax.BlockBuilder, call: relax.Call) -> str:
@@ -86,8 +106,9 @@ def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, 
         value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
         block = input_block(value.shape[1], widest_block)
     packed, comp = pack_weight_int8(value, block, LANES[path])
-    shifted = activation_dtype(path, int(value.min())) == "uint8"  # else s8: no compensation
+    activations = activation_dtype(path, int(value.min()), weight in _NONNEGATIVE.get())
+    shifted = activations == "uint8"  # else s8 or uint7: no compensation
     return bb.call_te(conv2d_int8_dot, data, relax.const(packed),
                       relax.const(comp) if shifted else None, o, attrs.strides, attrs.padding,
                       attrs.dilation, int8_block_name(primitive), patches, blocked_out,
-                      primfunc_name_hint=f"conv2d_{primitive}_int8")
+                      activations == UINT7, primfunc_name_hint=f"conv2d_{primitive}_int8")

@@ -1,7 +1,7 @@
 """Default CPU schedule for a fused PrimFunc holding one `conv2d_int8_dot` block
 (int8_compute.py): the Lx4 dot product tensorized with the target's instruction.
 
-After FuseOps/FuseTIR such a function is: data_pack_u8/_s8 (pad [+ shift] + NCHW[ib]c) ->
+After FuseOps/FuseTIR such a function is: data_pack_u8/_s8/_u7 (pad [+ shift] + NCHW[ib]c) ->
 conv (packed int32 output [n, Op/L, OH, OW, L], L the instruction's lanes) ->
 unpack[_compensate] (or compensate alone, blocked output: int8_layout.py) -> [requantization
 epilogue: float rescale, bias, residual add, relu, quantize of the next layer...]. The
@@ -27,6 +27,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
+from dlas.primitives.int8_compute import PACKS
 from dlas.primitives.int8_intrin import LANES, int8_path, intrinsic
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, largest_divisor,
                                             open_conv, register_tile, sampled_split,
@@ -74,7 +75,7 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
             sch.parallel(fused)
         init = sch.decompose_reduction(conv, rb)
         sch.vectorize(sch.get_loops(init)[-1])
-        activations = str(sch.get(producers[-1]).writes[0].source.dtype)  # data pack: u8, s8
+        activations = _activations(sch.get(producers[-1]).name_hint)
         sch.tensorize(sch.get_loops(conv)[-2], intrinsic(path, activations))
         vectorize_epilogue(sch, epilogue, LANES[path])
         for producer in producers:  # data_pack
@@ -82,6 +83,12 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         return sch
 
     return guarded(RULE, apply)
+
+
+def _activations(pack: str) -> str:
+    """What the data pack block `pack` holds (int8_compute.PACKS; FuseTIR may have suffixed
+    its name)."""
+    return next(kind for name, kind in PACKS.items() if pack.startswith(name))
 
 
 def _schedule_pack(sch: s_tir.Schedule, pack, parallel: bool) -> None:
