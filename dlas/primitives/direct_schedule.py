@@ -72,13 +72,18 @@ def _window(sch, conv) -> int:
 def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
     """Tile (o: nvec x VL) x (y: YT) x (x: XT); loops n,o0,y0,x0 | rc,ry,rx | y1,x1,o1,o2.
 
-    Up to 8 pixels per tile; the channel vectors fill the rest of the accumulator budget,
-    so small feature maps (1x1, 2x2: matrix-vector products) still get enough independent
-    FMA chains to hide their latency. The channel tile is a divisor or a multiple of the
-    weight block, so each vector is one aligned piece of a block (no gathers).
+    Up to 8 pixels per tile, or a row of as many as the accumulator budget where the rows
+    are at least that long; the channel vectors fill the rest of the budget, so small feature maps
+    (1x1, 2x2: matrix-vector products) still get enough independent FMA chains to hide their
+    latency. A row of 16 floats is a whole cache line of each output channel: on AVX-512
+    (16 accumulators) MobileNetV2@32's 1x1 convs at 32x32, where a channel's rows lie 4 KB
+    apart, ran 1.3-1.7x faster with 16-pixel rows than with 8 pixels x 2 channel vectors
+    (Zen 4, alone, 2 threads; the whole model 1.07x, resnet18 the same). The channel tile is
+    a divisor or a multiple of the weight block, so each vector is one aligned piece of a
+    block (no gathers).
     """
     vl = largest_divisor(block, lanes)
-    xt = largest_divisor(OW, 8)
+    xt = largest_divisor(OW, budget if OW >= budget else 8)
     yt = largest_divisor(OH, max(1, 8 // xt))
     cap = max(1, budget // (xt * yt))
     nvec = max(k for k in range(1, cap + 1)
