@@ -32,7 +32,7 @@ def direct_conv2d_rule() -> ScheduleRule:
 
 
 def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
-    opened = open_conv(func, "direct", "SSSSRRR")
+    opened = open_conv(func, "direct", "SSSSRRR", inline_pad=True)  # (pad -> pad_phases)
     if opened is None:
         return None
     sch, conv, epilogue, producers, layout = opened
@@ -55,7 +55,7 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     macs = O * OH * OW * (extent(sch, n) or 1) * _window(sch, conv)
     parallel = macs >= PARALLEL_MIN_MACS
     finish_conv_tile(sch, conv, epilogue, [n0, o0, y0, x0], rc, parallel, lanes)
-    for producer in producers:  # the pad: parallel over its (n, c) rows
+    for producer in producers:  # the pad (or its column phases): parallel over (n, c) rows
         schedule_producer(sch, producer, parallel, rows=2)
     return sch
 

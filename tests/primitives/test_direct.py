@@ -105,6 +105,18 @@ def test_direct_rule_schedules_the_conv(channels, groups, side):
     assert ("T.parallel(" in text) == (macs >= PARALLEL_MIN_MACS)
 
 
+@pytest.mark.parametrize("stride, groups, phased", [(2, 64, True), (1, 64, False),
+                                                    (2, 1, False)])
+def test_strided_column_vectorised_conv_reads_its_input_by_column_phase(stride, groups, phased):
+    # depthwise stride 2: the pad is one [n, c, Hp, 2, Wp/2] pass, every tap a contiguous
+    # vector (no gathers); stride 1 and channel-vectorised convs keep the plain pad
+    func = scheduled_conv((1, 64, 16, 16), np.ones((64, 64 // groups, 3, 3), np.float32),
+                          stride=stride, groups=groups)
+    text = func.script()
+    assert ('T.sblock("pad_phases")' in text) == phased
+    assert ('T.sblock("pad")' in text) == (not phased)  # (inlined into the phases)
+
+
 def test_direct_rule_declines_other_functions():
     a = te.placeholder((4, 8), name="a")
     func = te.create_prim_func([a, te.compute((4, 8), lambda i, j: a[i, j] * 2, name="b")])
