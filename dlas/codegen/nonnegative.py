@@ -20,9 +20,10 @@ from tvm.ir.expr import Constant
 from dlas.primitives.int8_legalize import nonnegative_inputs
 
 CONV2D = "relax.nn.conv2d"
-ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.exp", "relax.sqrt"}
+ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.exp"}
 # ops whose result is non-negative when all their tensor operands are
-ALL_OPERANDS = {"relax.add", "relax.multiply", "relax.divide", "relax.minimum",
+# (not divide: 0 / 0 is NaN)
+ALL_OPERANDS = {"relax.add", "relax.multiply", "relax.minimum",
                 "relax.round", "relax.floor", "relax.ceil", "relax.nn.max_pool2d",
                 "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d", "relax.mean",
                 "relax.sum", "relax.max", "relax.layout_transform", "relax.reshape",
@@ -32,9 +33,10 @@ INTEGER_BITS = {"int8": 7, "int16": 15, "int32": 31, "int64": 63,
                 "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64}
 
 
-def nonnegative_conv_inputs(func: relax.Function) -> set[Constant]:
-    """The constant weights of the conv2d calls in `func` whose int8 data operand is
-    provably >= 0 (the module doc's rules)."""
+def nonnegative_conv_inputs(func: relax.Function) -> set[tuple[relax.Expr, Constant]]:
+    """(data, weight) of the conv2d calls in `func` with a constant weight whose int8 data
+    operand is provably >= 0 (the module doc's rules). The pair, not the weight alone: two
+    calls can share a weight (a module applied twice) and not their input's sign."""
     bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
     memo: dict = {}
 
@@ -72,7 +74,7 @@ def nonnegative_conv_inputs(func: relax.Function) -> set[Constant]:
         if isinstance(value, relax.Call) and getattr(value.op, "name", "") == CONV2D \
                 and str(value.args[0].ty.dtype) == "int8" \
                 and isinstance(value.args[1], Constant) and nonneg(value.args[0]):
-            found.add(value.args[1])
+            found.add((value.args[0], value.args[1]))
     return found
 
 
@@ -83,11 +85,11 @@ def legalize_ops(legalize: dict) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="DLASLegalizeOps")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        weights = set()
+        convs = set()
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                weights |= nonnegative_conv_inputs(func)
-        with nonnegative_inputs(weights):
+                convs |= nonnegative_conv_inputs(func)
+        with nonnegative_inputs(convs):
             return inner(mod)
 
     return transform

@@ -11,12 +11,12 @@ so the int8 convolution is the u8 one minus 128 * (sum of output channel o's wei
 constant per output channel computed when the weight is packed and subtracted in the
 conv's own epilogue (one integer subtract per output, fused with the unpack; the result is
 the exact int32 conv2d the graph asked for, so the float requantization after it is
-untouched). Padding is 128 in the shifted domain (0 in the signed one). The other option,
-quantizing post-ReLU activations as u8, would change the compression step and the stored
-models and covers only convs that follow a ReLU; the shift covers every conv for one
-subtract, so DLAS takes it. AArch64's `sdot` multiplies s8 by s8, and avx2's sign form
-takes s8 too (int8_intrin.py): there the activations are packed as they are (padding 0)
-and there is no compensation (compensation=None). Activations proven >= 0 (codegen's
+untouched). Padding is 128 in the shifted domain (0 in the signed one). The shift covers
+every conv for one subtract, without changing the compression step or the stored models;
+where the activations cannot be negative it is not needed (below). AArch64's `sdot`
+multiplies s8 by s8, and avx2's sign form takes s8 too (int8_intrin.py): there the
+activations are packed as they are (padding 0) and there is no compensation
+(compensation=None). Activations proven >= 0 (codegen's
 nonnegative.py: after a ReLU) are in [0, 127] already: on x86 they go in as u8 as they are
 (unsigned=True: padding 0, no shift, no compensation).
 

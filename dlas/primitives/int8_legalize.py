@@ -30,17 +30,18 @@ from dlas.primitives.int8_intrin import LANES, PLAIN, UINT7, activation_dtype, i
 from dlas.primitives.int8_schedule import int8_block_name
 from dlas.primitives.legalize_utils import constant_array, is_nchw, static_shape
 
-# the constant weights of the convs whose activations are proven >= 0, while a legalization
-# that knows them runs (codegen's nonnegative.py finds them in the graph before it)
+# (data, weight) of the convs whose activations are proven >= 0, while a legalization that
+# knows them runs (codegen's nonnegative.py finds them in the graph before it)
 _NONNEGATIVE: contextvars.ContextVar[Set] = contextvars.ContextVar("dlas_nonnegative_inputs",
                                                                    default=frozenset())
 
 
 @contextlib.contextmanager
-def nonnegative_inputs(weights: Set) -> Iterator[None]:
-    """Within it, a conv whose constant weight is in `weights` reads activations >= 0
-    (int8 in [0, 127]): the dot-product compute takes them as u8 as they are."""
-    token = _NONNEGATIVE.set(weights)
+def nonnegative_inputs(convs: Set) -> Iterator[None]:
+    """Within it, a conv whose (data, constant weight) operands are in `convs` reads
+    activations >= 0 (int8 in [0, 127]): the dot-product compute takes them as u8 as they
+    are. (A conv the legalization sees with other operand objects keeps the signed form.)"""
+    token = _NONNEGATIVE.set(convs)
     try:
         yield
     finally:
@@ -106,7 +107,7 @@ def legalize_int8_dot(bb: relax.BlockBuilder, call: relax.Call, primitive: str, 
         value, patches = value.reshape(o, c * kh * kw, 1, 1), (kh, kw)
         block = input_block(value.shape[1], widest_block)
     packed, comp = pack_weight_int8(value, block, LANES[path])
-    activations = activation_dtype(path, int(value.min()), weight in _NONNEGATIVE.get())
+    activations = activation_dtype(path, int(value.min()), (data, weight) in _NONNEGATIVE.get())
     shifted = activations == "uint8"  # else s8 or uint7: no compensation
     return bb.call_te(conv2d_int8_dot, data, relax.const(packed),
                       relax.const(comp) if shifted else None, o, attrs.strides, attrs.padding,

@@ -27,7 +27,7 @@ TARGETS = {"vnni": make_target({"kind": "llvm", "mcpu": "znver4"}),
 FEATURES = {"vnni": "avx512vnni", "avx512": "avx512bw", "avx2": "avx2"}
 
 
-def conv_after(make_input) -> tuple[relax.Function, relax.Constant]:
+def conv_after(make_input) -> tuple[relax.Function, tuple]:
     """main(x: float32, y: float32) = conv2d(make_input(x, y) as int8, W): the function and
     its conv's weight."""
     bb = relax.BlockBuilder()
@@ -39,7 +39,7 @@ def conv_after(make_input) -> tuple[relax.Function, relax.Constant]:
             q = bb.emit(relax.op.astype(relax.op.clip(relax.op.round(value), -127, 127), "int8"))
             out = bb.emit_output(relax.op.nn.conv2d(q, weight, padding=1, out_dtype="int32"))
         bb.emit_func_output(out)
-    return bb.get()["main"], weight
+    return bb.get()["main"], (q, weight)
 
 
 op = relax.op
@@ -62,8 +62,8 @@ SIX = relax.const(6.0)
     (lambda x, y: op.subtract(op.nn.relu(x), op.nn.relu(y)), False),  # an op it does not know
 ])
 def test_sign_analysis(make_input, proven):
-    func, weight = conv_after(make_input)
-    assert (weight in nonnegative_conv_inputs(func)) == proven
+    func, operands = conv_after(make_input)
+    assert (operands in nonnegative_conv_inputs(func)) == proven
 
 
 def test_an_integer_cast_that_can_wrap_is_not_trusted():
@@ -76,6 +76,23 @@ def test_an_integer_cast_that_can_wrap_is_not_trusted():
             out = bb.emit_output(relax.op.nn.conv2d(q, weight, out_dtype="int32"))
         bb.emit_func_output(out)
     assert not nonnegative_conv_inputs(bb.get()["main"])
+
+
+def test_a_shared_weight_is_unsigned_only_where_its_input_is():
+    # one weight (a module applied twice), once after a ReLU and once on the signed input
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "int8"))
+    weight = relax.const(np.ones((16, 16, 3, 3), np.int8))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            relu = bb.emit(relax.op.maximum(x, relax.const(np.int8(0))))
+            convs = [bb.emit(relax.op.nn.conv2d(data, weight, padding=1, out_dtype="int32"))
+                     for data in (relu, x)]
+            out = bb.emit_output(relax.Tuple(convs))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert nonnegative_conv_inputs(mod["main"]) == {(relu, weight)}
+    assert data_packs(mod, Direct(), TARGETS["vnni"]) == ["u7", "u8"]
 
 
 @pytest.fixture(scope="module")
