@@ -17,9 +17,9 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from dlas.codegen.int8_layout import CONV2D
 from dlas.primitives.int8_legalize import nonnegative_inputs
 
-CONV2D = "relax.nn.conv2d"
 ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.exp"}
 # ops whose result is non-negative when all their tensor operands are
 # (not divide: 0 / 0 is NaN)

@@ -27,7 +27,7 @@ import numpy as np
 from tvm import te, topi
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
-from dlas.primitives.legalize_utils import conv_ints
+from dlas.primitives.legalize_utils import conv_ints, static_shape
 
 _BLOCKED = re.compile(r"OIHW(\d+)o")
 
@@ -79,7 +79,7 @@ def conv2d_direct(data: te.Tensor, weight: te.Tensor, strides, padding, dilation
     ow = (w_ + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if any((pt, pl, pb, pr)):
         data = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], name="pad")
-    phased = block is None and sw > 1 and all(_static(d) for d in data.shape)
+    phased = block is None and sw > 1 and static_shape(data.shape) is not None
     if phased:
         data = _column_phases(data, sw)
     og = o_ // groups
@@ -104,18 +104,10 @@ def conv2d_direct(data: te.Tensor, weight: te.Tensor, strides, padding, dilation
                       attrs={PRIMITIVE_KEY: "direct", LAYOUT_KEY: kernel_layout})
 
 
-def _static(dim) -> bool:
-    try:
-        int(dim)
-    except TypeError:
-        return False
-    return True
-
-
 def _column_phases(data: te.Tensor, sw: int) -> te.Tensor:
     """[n, c, h, w] -> [n, c, h, sw, ceil(w / sw)]: column w * sw + p at [.., p, w] (zero
     past the last column)."""
-    n_, c_, h_, w_ = (int(d) for d in data.shape)
+    n_, c_, h_, w_ = static_shape(data.shape)
     wp = -(-w_ // sw)
 
     def phase(n, c, h, p, w):
