@@ -81,7 +81,8 @@ def choose(mod: tvm.IRModule, primitive: Primitive, target: tvm.target.Target,
     from dlas.hardware.profile import time_call
 
     hardware = hardware if hardware is not None else LocalCPU(target=target)
-    builds = {fmt: Untuned().build(mod, primitive.with_format(fmt), target)
+    # (dense on NCHW activations, as the final build computes it: its csr layers are NCHW)
+    builds = {fmt: Untuned().build(mod, primitive.with_format(fmt).nchw(), target)
               for fmt in ("dense", SPARSE)}
     layers = {fmt: {c["layer"]["key"]: c for c in b.profile.calls if c.get("layer", {}).get("key")}
               for fmt, b in builds.items()}

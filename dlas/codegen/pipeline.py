@@ -8,6 +8,7 @@ from `tvm.relax.backend.cpu_generic.pipeline`, or `gpu_generic.pipeline` for GPU
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -20,11 +21,13 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule, ScheduleRule
 
 from dlas.codegen.dense import dense_legalize_map
 from dlas.codegen.gpu import RequireScheduled, check_cuda_arch, is_gpu
+from dlas.codegen.blocked_layout import blocked_layout
 from dlas.codegen.graph import FoldInferenceConstants
 from dlas.codegen.int8_layout import blocked_int8_layout
 from dlas.codegen.nonnegative import legalize_ops
 from dlas.codegen.profile import ProfilePlan, profile_plan
 from dlas.primitives.base import LayerCounts, Primitive
+from dlas.primitives.direct_blocked import blocked_float_layouts
 from dlas.primitives.schedule_utils import RULE_KEY
 
 
@@ -50,8 +53,11 @@ def front_passes(primitive: Primitive, target: tvm.target.Target,
     legalize = {**dense_legalize_map(), **primitive.legalize_map(record)}
     if counts is not None:
         legalize[CONV2D] = _naming(legalize[CONV2D], counts)
-    lanes = primitive.blocked_int8_lanes(target)
+    lanes, block = primitive.blocked_int8_lanes(target), primitive.blocked_float_lanes(target)
     layout = [blocked_int8_layout(lanes)] if lanes else []
+    if block:
+        layout.append(blocked_layout(functools.partial(blocked_float_layouts, lanes=block),
+                                     "DLASBlockedFloatLayout"))
     return layout + _generic(target).library_dispatch_passes(target) + [
         legalize_ops(legalize),
         relax.transform.AnnotateTIROpPattern(),

@@ -124,6 +124,16 @@ class Primitive(ABC):
         None (every conv takes and gives NCHW)."""
         return None
 
+    def blocked_float_lanes(self, target: Target) -> int | None:
+        """The block b when this primitive's float convs keep their activations NCHW[b]c
+        between them on `target` (codegen's blocked_layout.py), else None."""
+        return None
+
+    def nchw(self) -> Primitive:
+        """The same primitive with float activations NCHW between convs (blocked_float_lanes
+        None): the form a per-layer format choice compares, as its sparse layers are."""
+        return self
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, "
                 f"sparsity_threshold={self.sparsity_threshold})")

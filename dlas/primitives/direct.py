@@ -6,6 +6,7 @@ layers with groups=1 on a target with integer dot products to the dot-product co
 with NCHW4c input and direct's tile (int8_legalize.py)."""
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 
@@ -15,8 +16,9 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from dlas.primitives.base import LegalizeFunc, Primitive, Record
+from dlas.primitives.direct_blocked import blocked_call, legalize_direct_blocked
 from dlas.primitives.direct_compute import block_weight, block_weight_te, conv2d_direct
-from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.direct_schedule import direct_blocked_rule, direct_conv2d_rule
 from dlas.primitives.direct_sparse import (conv2d_direct_bsr, conv2d_direct_csr, ell_group,
                                            geometry, window_offsets)
 from dlas.primitives.direct_sparse_schedule import direct_sparse_rule
@@ -24,6 +26,7 @@ from dlas.primitives.int8_compute import K4
 from dlas.primitives.int8_legalize import blocked_lanes
 from dlas.primitives.int8_schedule import int8_dot_rule
 from dlas.primitives.legalize_utils import parse_block
+from dlas.primitives.schedule_utils import vector_lanes
 from dlas.primitives.sparse_format import as_matrix, check_block, to_bsr, to_csr, to_ell
 from dlas.primitives.triage import Conv2dLayer, constant_fallback, open_conv2d
 
@@ -36,10 +39,12 @@ def legalize_conv2d_direct(bb: relax.BlockBuilder, call: relax.Call,
     compute with direct's tiling and NCHW4c input (triage.py). `record`
     (LayerCounts.add) is told how each layer was computed."""
     layer = open_conv2d(bb, call, primitive="direct", format="dense", threshold=1.0,
-                        int8_dot=int8_dot, record=record, widest_block=K4)
+                        int8_dot=int8_dot, record=record, blocked_float=True, widest_block=K4)
     if not isinstance(layer, Conv2dLayer):
         return layer
     layer.record()
+    if blocked_call(call):  # (codegen's blocked_layout.py asked for these layouts)
+        return legalize_direct_blocked(bb, call, layer.value)
     return direct_dense(bb, call, layer)
 
 
@@ -110,18 +115,22 @@ class Direct(Primitive):
     that goes bsr (DLASError otherwise). int8_dot: int8 layers on the target's integer
     dot-product instructions where it has them (False: the generic int8 compute, to
     compare); int8_blocked: their activations NCHW[L]c from one such conv to the next
-    (codegen's int8_layout.py; False: each conv takes and gives NCHW, to compare).
+    (codegen's int8_layout.py; False: each conv takes and gives NCHW, to compare);
+    blocked: dense float convs (groups 1, depthwise) on activations NCHW[b]c from one to
+    the next on CPU targets, b the float vector lanes (direct_blocked.py; False: NCHW, to
+    compare).
     """
 
     formats = ("dense", "csr", "bsr")
 
     def __init__(self, name: str = "direct", format: str = "dense",
                  sparsity_threshold: float = 0.5, block=(4, 1), int8_dot: bool = True,
-                 int8_blocked: bool = True):
+                 int8_blocked: bool = True, blocked: bool = True):
         super().__init__(name, format, sparsity_threshold)
         self.block = parse_block(block)
         self.int8_dot = bool(int8_dot)
         self.int8_blocked = bool(int8_blocked)
+        self.blocked = bool(blocked)
 
     def legalize_map(self, record: Record = lambda **_: None) -> dict[str, LegalizeFunc]:
         if self.format == "dense":
@@ -135,11 +144,23 @@ class Direct(Primitive):
 
     def __repr__(self) -> str:
         return (super().__repr__()[:-1] + f", block={list(self.block)}, "
-                f"int8_dot={self.int8_dot}, int8_blocked={self.int8_blocked})")
+                f"int8_dot={self.int8_dot}, int8_blocked={self.int8_blocked}, "
+                f"blocked={self.blocked})")
 
     def blocked_int8_lanes(self, target: Target) -> int | None:
         return blocked_lanes(target, self.format, self.int8_dot, self.int8_blocked)
 
+    def blocked_float_lanes(self, target: Target) -> int | None:
+        if self.format != "dense" or not self.blocked or target is None \
+                or target.kind.name != "llvm":
+            return None
+        return vector_lanes(target, 32)
+
+    def nchw(self) -> Direct:
+        other = copy.copy(self)
+        other.blocked = False
+        return other
+
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
-        rules = [int8_dot_rule("direct"), direct_conv2d_rule()]
+        rules = [int8_dot_rule("direct"), direct_blocked_rule(), direct_conv2d_rule()]
         return rules + [direct_sparse_rule()] if self.format != "dense" else rules

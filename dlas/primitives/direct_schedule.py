@@ -14,6 +14,10 @@ bias add, batch-norm scale/shift, residual add, relu, clip ...]. The schedule:
 Weight layout OIHW{b}o (groups=1): vector over output channels, broadcast one input pixel
 per tile column; every layer gets full-width vectors however small its feature map.
 Weight layout OIHW (depthwise, grouped): vector over output columns.
+
+Blocked activations (direct_blocked.py, output [n, O/b, OH, OW, b]): the same channel tile
+with whole blocks of b as the vectors; the accumulators are already [.., pixel, channel]
+and the epilogue writes contiguous vectors of b channels.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
+from dlas.primitives.direct_blocked import NAME as BLOCKED
 from dlas.primitives.direct_compute import kernel_block
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
-                                            largest_divisor, open_conv, register_tile,
+                                            iterations, largest_divisor, open_conv, register_tile,
                                             sampled_split, schedule_producer)
 
 
@@ -60,6 +65,43 @@ def _schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     return sch
 
 
+def direct_blocked_rule() -> ScheduleRule:
+    return guarded("DirectBlockedConv2D", _schedule_blocked)
+
+
+def _schedule_blocked(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
+    opened = open_conv(func, BLOCKED, "SSSSSRRR")
+    if opened is None:
+        return None
+    sch, conv, epilogue, producers, _ = opened
+    _, budget = register_tile(sch, conv, target)
+    n, ob, y, x, oi, rc, ry, rx = sch.get_loops(conv)
+    OB, OH, OW = (extent(sch, lp) for lp in (ob, y, x))
+    if None in (OB, OH, OW):
+        return None
+    xt, yt = _pixel_tile(budget, OH, OW)
+    nob = largest_divisor(OB, max(1, budget // (xt * yt)))
+    ob0, ob1 = sampled_split(sch, ob, [None, nob])
+    y0, y1 = sampled_split(sch, y, [None, yt])
+    x0, x1 = sampled_split(sch, x, [None, xt])
+    sch.reorder(n, ob0, y0, x0, rc, ry, rx, y1, x1, ob1, oi)
+    for lp in (y1, x1, ob1):
+        sch.unroll(lp)
+    sch.vectorize(oi)
+    sch.reverse_compute_at(epilogue, x0, preserve_unit_loops=True)
+    parallel = iterations(sch, conv) >= PARALLEL_MIN_MACS
+    finish_conv_tile(sch, conv, epilogue, [n, ob0, y0, x0], rc, parallel, extent(sch, oi))
+    for producer in producers:  # the pad: parallel over (n, channel block) planes
+        schedule_producer(sch, producer, parallel, rows=2)
+    return sch
+
+
+def _pixel_tile(budget: int, OH: int, OW: int) -> tuple[int, int]:
+    """(columns, rows) of a channel-vectorised tile (_tile_channels_vectorised)."""
+    xt = largest_divisor(OW, budget if OW >= budget else 8)
+    return xt, largest_divisor(OH, max(1, 8 // xt))
+
+
 def _window(sch, conv) -> int:
     """Reduction length (input channels of the group x kernel window) of the conv block."""
     size = 1
@@ -83,8 +125,7 @@ def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
     block (no gathers).
     """
     vl = largest_divisor(block, lanes)
-    xt = largest_divisor(OW, budget if OW >= budget else 8)
-    yt = largest_divisor(OH, max(1, 8 // xt))
+    xt, yt = _pixel_tile(budget, OH, OW)
     cap = max(1, budget // (xt * yt))
     nvec = max(k for k in range(1, cap + 1)
                if (O // vl) % k == 0 and (k * vl % block == 0 or block % (k * vl) == 0))

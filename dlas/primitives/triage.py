@@ -17,6 +17,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
+from dlas.primitives.direct_blocked import blocked_call
 from dlas.primitives.int8_intrin import PLAIN
 from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
@@ -26,7 +27,8 @@ from dlas.primitives.sparse_format import weight_sparsity
 
 @dataclass(frozen=True)
 class Conv2dLayer:
-    """A conv2d the primitive computes itself (NCHW/OIHW, not on the dot-product path)."""
+    """A conv2d the primitive computes itself (NCHW/OIHW, or direct_blocked's layouts where
+    the primitive takes them; not on the dot-product path)."""
     data: relax.Expr
     weight: relax.Expr
     attrs: object
@@ -43,9 +45,10 @@ class Conv2dLayer:
 
 def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, format: str,
                 threshold: float, int8_dot: bool, record: Callable[..., None],
-                **int8_args) -> relax.Expr | Conv2dLayer:
+                blocked_float: bool = False, **int8_args) -> relax.Expr | Conv2dLayer:
     """The legalized call when the shared cases decide it, else the layer for the primitive.
-    int8_args: legalize_int8_dot's tiling arguments for this primitive."""
+    int8_args: legalize_int8_dot's tiling arguments for this primitive. blocked_float: the
+    primitive also takes float layers in direct_blocked's layouts (their attrs say which)."""
     data, weight = call.args
     value = constant_array(bb, weight)
     sparse = takes_sparse(value, format, threshold)
@@ -55,7 +58,7 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
         record(int8=int8)
         return legalize_int8_dot(bb, call, primitive, int8, **int8_args)
     record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
-    if not is_nchw(call.attrs):
+    if not is_nchw(call.attrs) and not (blocked_float and blocked_call(call)):
         record(fallback=layout_fallback(call.attrs))
         return _nn_conv2d(bb, call)
     return Conv2dLayer(data, weight, call.attrs, value, sparse, static_shape(weight.ty.shape),

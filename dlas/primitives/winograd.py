@@ -101,6 +101,8 @@ class Winograd(Direct):
                takes m = 2
     min_side:  the smallest output side computed by Winograd
     int8_dot, int8_blocked: as for `direct` (int8 layers are direct's)
+    Float activations stay NCHW (no `blocked`): the Winograd transforms read and write NCHW,
+    so direct's blocked layers among them would add a transpose at every boundary.
     """
 
     formats = ("dense",)
@@ -109,7 +111,7 @@ class Winograd(Direct):
                  sparsity_threshold: float = 0.5, tile_size: int = 4, min_side: int = 4,
                  int8_dot: bool = True, int8_blocked: bool = True):
         super().__init__(name, format, sparsity_threshold, int8_dot=int8_dot,
-                         int8_blocked=int8_blocked)
+                         int8_blocked=int8_blocked, blocked=False)
         if tile_size not in TILE_SIZES or isinstance(tile_size, bool):
             raise DLASError("primitive.tile_size", tile_size, list(TILE_SIZES),
                             layer="primitive")
