@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from tvm import relax, te, topi
+from tvm import relax, te, tirx, topi
 from tvm.ir.expr import Constant
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
@@ -29,6 +29,7 @@ from dlas.primitives.legalize_utils import conv_ints, static_shape
 from dlas.primitives.schedule_utils import current_lanes
 
 NAME = "direct.blocked"  # the conv block's PRIMITIVE_KEY (direct_schedule's blocked rule)
+CLAMPED_PAD = "pad_clamped"  # a depthwise conv's pad, inlined by the schedule
 _LAYOUT = re.compile(r"NCHW(\d+)c")
 
 
@@ -98,10 +99,12 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
     pt, pl, pb, pr = conv_ints(padding, 4, "padding", "conv2d_direct_blocked")
     oh = (h_ + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w_ + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    if any((pt, pl, pb, pr)):
+    depthwise = int(groups) > 1
+    if any((pt, pl, pb, pr)) and depthwise and blocked:
+        data = _clamped_pad(data, pt, pl, pb, pr)
+    elif any((pt, pl, pb, pr)):
         tail = [0] if blocked else []
         data = topi.nn.pad(data, [0, 0, pt, pl] + tail, [0, 0, pb, pr] + tail, name="pad")
-    depthwise = int(groups) > 1
     rc = te.reduce_axis((0, cg), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -122,3 +125,23 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
         return out
     return te.compute((n_, ob * b, oh, ow), lambda n, o, y, x: out[n, o // b, y, x, o % b],
                       name="unblock")
+
+
+
+def _clamped_pad(data: te.Tensor, pt: int, pl: int, pb: int, pr: int) -> te.Tensor:
+    """The zero-padded [n, C/b, Hp, Wp, b] input of a depthwise conv, as a select between
+    the input read at a clamped position (always in bounds) and zero: branch-free, so the
+    schedule inlines it into the conv's loads instead of materialising the padded tensor.
+    Materialised, the pad pass took half of a blocked depthwise conv's time (96 channels at
+    32x32: 34.6 us with it, 17.7 us for the same conv on an input needing no pad; inlined:
+    18.1 us; Zen 4, 2 threads); a groups=1 conv, which broadcasts each input value to many
+    output channels, keeps topi's materialised pad (inlined it ran 1.2-2.2x slower)."""
+    n_, cb_, h_, w_, b = data.shape
+
+    def value(n, c, y, x, i):
+        inside = te.all(y >= pt, y < h_ + pt, x >= pl, x < w_ + pl)
+        yy = te.max(te.min(y - pt, h_ - 1), 0)
+        xx = te.max(te.min(x - pl, w_ - 1), 0)
+        return tirx.Select(inside, data[n, c, yy, xx, i], tirx.const(0, data.dtype))
+
+    return te.compute((n_, cb_, h_ + pt + pb, w_ + pl + pr, b), value, name=CLAMPED_PAD)

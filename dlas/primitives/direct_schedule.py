@@ -25,6 +25,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
+from dlas.primitives.direct_blocked import CLAMPED_PAD
 from dlas.primitives.direct_blocked import NAME as BLOCKED
 from dlas.primitives.direct_compute import kernel_block
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
@@ -91,8 +92,11 @@ def _schedule_blocked(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     sch.reverse_compute_at(epilogue, x0, preserve_unit_loops=True)
     parallel = iterations(sch, conv) >= PARALLEL_MIN_MACS
     finish_conv_tile(sch, conv, epilogue, [n, ob0, y0, x0], rc, parallel, extent(sch, oi))
-    for producer in producers:  # the pad: parallel over (n, channel block) planes
-        schedule_producer(sch, producer, parallel, rows=2)
+    for producer in producers:  # the pad: parallel over (n, channel block) planes, or
+        if sch.get(producer).name_hint.startswith(CLAMPED_PAD):  # read in place
+            sch.compute_inline(producer)
+        else:
+            schedule_producer(sch, producer, parallel, rows=2)
     return sch
 
 
