@@ -73,3 +73,24 @@ def test_a_lone_conv_stays_nchw():
     x = torch.randn(1, 16, 8, 8)
     _, stats = Untuned().build(import_model(net, x), Direct(), HOST)
     assert stats["schedule_rules"] == {"DirectConv2D": 1}, stats
+
+
+def test_an_aarch64_build_blocks_by_neon_vectors():
+    """NEON: 4 lanes, so 16..48-channel tensors take NCHW4c (compiled, not run here)."""
+    from dlas.hardware.base import make_target
+
+    arm = make_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    x = torch.randn(1, 3, 16, 16)
+    mod = import_model(Inverted().eval(), x)
+    _, stats = Untuned().build(mod, Direct(), arm)
+    assert stats["schedule_rules"].get(RULE) == 7 and stats["unscheduled_funcs"] == 0, stats
+    with arm:
+        scheduled = Untuned().schedule(mod, Direct(), arm)
+    blocks = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and "direct_blocked" in str(expr.args[0]):
+            blocks.add(int(expr.ty.shape[-1]))
+
+    relax.analysis.post_order_visit(scheduled["main"], visit)
+    assert blocks == {4}, blocks  # every conv's output [n, C/4, H, W, 4]
