@@ -83,15 +83,10 @@ def _schedule_blocked(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     xt, yt = _pixel_tile(budget, OH, OW)
     nob = largest_divisor(OB, max(1, budget // (xt * yt)))
     ob0, ob1 = sampled_split(sch, ob, [None, nob])
-    y0, y1 = sampled_split(sch, y, [None, yt])
-    x0, x1 = sampled_split(sch, x, [None, xt])
-    sch.reorder(n, ob0, y0, x0, rc, ry, rx, y1, x1, ob1, oi)
-    for lp in (y1, x1, ob1):
-        sch.unroll(lp)
-    sch.vectorize(oi)
-    sch.reverse_compute_at(epilogue, x0, preserve_unit_loops=True)
+    outer = _pixels_then_channels(sch, n, ob0, [ob1, oi], y, x, [rc, ry, rx], yt, xt)
+    sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=True)
     parallel = iterations(sch, conv) >= PARALLEL_MIN_MACS
-    finish_conv_tile(sch, conv, epilogue, [n, ob0, y0, x0], rc, parallel, extent(sch, oi))
+    finish_conv_tile(sch, conv, epilogue, list(outer), rc, parallel, extent(sch, oi))
     for producer in producers:  # the pad: parallel over (n, channel block) planes, or
         if sch.get(producer).name_hint.startswith(CLAMPED_PAD):  # read in place
             sch.compute_inline(producer)
@@ -135,12 +130,19 @@ def _tile_channels_vectorised(sch, conv, lanes, budget, block, O, OH, OW):
                if (O // vl) % k == 0 and (k * vl % block == 0 or block % (k * vl) == 0))
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
     o0, o1, o2 = sampled_split(sch, o, [None, nvec, vl])
+    return _pixels_then_channels(sch, n, o0, [o1, o2], y, x, [rc, ry, rx], yt, xt)
+
+
+def _pixels_then_channels(sch, n, o0, channels, y, x, reduction, yt, xt):
+    """Rows and columns split by (yt, xt); loops n,o0,y0,x0 | reduction | y1,x1,*channels,
+    the tile loops unrolled, the last (a vector of channels) vectorised. Returns the outer
+    loops (n, o0, y0, x0)."""
     y0, y1 = sampled_split(sch, y, [None, yt])
     x0, x1 = sampled_split(sch, x, [None, xt])
-    sch.reorder(n, o0, y0, x0, rc, ry, rx, y1, x1, o1, o2)
-    for lp in (y1, x1, o1):
+    sch.reorder(n, o0, y0, x0, *reduction, y1, x1, *channels)
+    for lp in (y1, x1, *channels[:-1]):
         sch.unroll(lp)
-    sch.vectorize(o2)
+    sch.vectorize(channels[-1])
     return n, o0, y0, x0
 
 
