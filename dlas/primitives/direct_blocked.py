@@ -86,10 +86,10 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
                           groups: int, blocked_out: bool = True) -> te.Tensor:
     """Float conv2d, groups 1 or depthwise, on blocked activations.
 
-    data [n, C/bd, H, W, bd] (or NCHW [n, C, H, W]); weight OIHW{b}o [O/b, C/groups, KH, KW, b]
-    (a depthwise conv's bd = b);
-    padding Relax's (top, left, bottom, right). Output [n, O/b, OH, OW, b], or NCHW
-    (`blocked_out` False: a layout stage the schedule inlines into the epilogue)."""
+    data [n, C/bd, H, W, bd] (or NCHW [n, C, H, W]); weight OIHW{b}o [O/b, C/groups, KH,
+    KW, b] (a depthwise conv's bd = b); padding Relax's (top, left, bottom, right). Output
+    [n, O/b, OH, OW, b], or NCHW (`blocked_out` False: a layout stage the schedule inlines
+    into the epilogue)."""
     ob, cg, kh, kw, b = (int(d) for d in weight.shape)
     blocked = len(data.shape) == 5
     bd = int(data.shape[4]) if blocked else 1
