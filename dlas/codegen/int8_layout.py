@@ -44,14 +44,27 @@ def dot_conv_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     (int8_legalize.int8_dot_path's conditions): NCHW[lanes]c for data and output where
     their channels are whole blocks; None for any other call."""
     if getattr(call.op, "name", "") != CONV2D or not is_nchw(call.attrs) \
-            or not dot_operands(call) or not isinstance(call.args[1], Constant):
+            or not isinstance(call.args[1], Constant):
         return None
     dshape, oshape = static_shape(call.args[0].ty.shape), static_shape(call.ty.shape)
-    if oshape is None:
-        return None
     block = f"NCHW{lanes}c"
+    if _blocked_depthwise(call, dshape, lanes):
+        return [block, "OIHW", block]
+    if not dot_operands(call) or oshape is None:
+        return None
     return [block if dshape[1] % lanes == 0 else "NCHW", "OIHW",
             block if oshape[1] % lanes == 0 else "NCHW"]
+
+
+def _blocked_depthwise(call: relax.Call, dshape: list[int] | None, lanes: int) -> bool:
+    """An int8 depthwise conv (int32 output) whose channels are whole blocks: it computes on
+    the blocked activations too (direct_blocked.py, a vector of `lanes` channels per tap,
+    accumulated in int32), so the dot-product convs around it keep theirs."""
+    attrs, (data, weight) = call.attrs, call.args
+    return (dshape is not None and str(data.ty.dtype) == str(weight.ty.dtype) == "int8"
+            and str(attrs.out_dtype or call.ty.dtype) == "int32"
+            and int(attrs.groups) == dshape[1] == int(weight.ty.shape[0]) > 1
+            and dshape[1] % lanes == 0 and static_shape(call.ty.shape) is not None)
 
 
 def blocked_int8_layout(lanes: int) -> tvm.transform.Pass:

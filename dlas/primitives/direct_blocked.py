@@ -60,31 +60,37 @@ def blocked_float_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     return ["NCHW" if bd is None else f"NCHW{bd}c", "OIHW", f"NCHW{bo}c"]
 
 
-def blocked_call(call: relax.Call) -> bool:
-    """Whether a float conv2d call is in the layouts blocked_float_layouts gives (NCHW[b]c
-    data and/or output, OIHW; either side may have been left NCHW)."""
+def blocked_call(call: relax.Call, dtype: str = "float32") -> bool:
+    """Whether a conv2d call on `dtype` data is in the layouts blocked_float_layouts (or, for
+    int8, int8_layout's depthwise case) gives: NCHW[b]c data and/or output, OIHW; either side
+    may have been left NCHW."""
     attrs = call.attrs
     sides = (attrs.data_layout, attrs.out_layout)
     return attrs.kernel_layout == "OIHW" and sides != ("NCHW", "NCHW") \
-        and str(call.args[0].ty.dtype) == "float32" \
+        and str(call.args[0].ty.dtype) == dtype \
         and all(side == "NCHW" or _LAYOUT.fullmatch(side) for side in sides)
 
 
 def legalize_direct_blocked(bb: relax.BlockBuilder, call: relax.Call, value) -> relax.Expr:
     """The blocked conv of a call in blocked_call's layouts, `value` its constant weight:
-    output channels blocked by channel_block on the current target."""
+    output channels blocked as the output (or a depthwise conv's data) is, else by
+    channel_block on the current target."""
     attrs = call.attrs
-    block = channel_block(value.shape[0], current_lanes("float32"))
-    found = _LAYOUT.fullmatch(attrs.out_layout)
-    block = int(found.group(1)) if found else block
+    out, data = (_LAYOUT.fullmatch(layout) for layout in (attrs.out_layout, attrs.data_layout))
+    found = out or (data if int(attrs.groups) > 1 else None)
+    block = int(found.group(1)) if found else channel_block(value.shape[0],
+                                                            current_lanes("float32"))
     return bb.call_te(conv2d_direct_blocked, call.args[0], relax.const(block_weight(value, block)),
                       attrs.strides, attrs.padding, attrs.dilation, int(attrs.groups),
-                      found is not None, primfunc_name_hint="conv2d_direct_blocked")
+                      out is not None, str(attrs.out_dtype or call.ty.dtype),
+                      primfunc_name_hint="conv2d_direct_blocked")
 
 
 def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
-                          groups: int, blocked_out: bool = True) -> te.Tensor:
-    """Float conv2d, groups 1 or depthwise, on blocked activations.
+                          groups: int, blocked_out: bool = True,
+                          out_dtype: str | None = None) -> te.Tensor:
+    """Conv2d, groups 1 or depthwise, on blocked activations; operands cast to `out_dtype`
+    (default: the data's) before multiplying (int8 depthwise accumulates in int32).
 
     data [n, C/bd, H, W, bd] (or NCHW [n, C, H, W]); weight OIHW{b}o [O/b, C/groups, KH,
     KW, b] (a depthwise conv's bd = b); padding Relax's (top, left, bottom, right). Output
@@ -114,9 +120,11 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
             return data[n, o0, y, x, oi] if blocked else data[n, o0 * b + oi, y, x]
         return data[n, rc // bd, y, x, rc % bd] if blocked else data[n, rc, y, x]
 
+    out_dtype = out_dtype or data.dtype
+
     def body(n, o0, y, x, oi):
-        return te.sum(at(n, o0, oi, y * sh + ry * dh, x * sw + rx * dw)
-                      * weight[o0, rc, ry, rx, oi], axis=[rc, ry, rx])
+        return te.sum(at(n, o0, oi, y * sh + ry * dh, x * sw + rx * dw).astype(out_dtype)
+                      * weight[o0, rc, ry, rx, oi].astype(out_dtype), axis=[rc, ry, rx])
 
     out = te.compute((n_, ob, oh, ow, b), body, name="conv2d_direct_blocked",
                      tag="conv2d_direct_blocked",

@@ -31,7 +31,7 @@ from tvm.target import Target
 
 from dlas.primitives.base import LegalizeFunc, Primitive, Record
 from dlas.primitives.direct import direct_dense
-from dlas.primitives.direct_schedule import direct_conv2d_rule
+from dlas.primitives.direct_schedule import direct_blocked_rule, direct_conv2d_rule
 from dlas.primitives.int8_compute import OB
 from dlas.primitives.int8_legalize import blocked_lanes
 from dlas.primitives.int8_schedule import int8_dot_rule
@@ -172,8 +172,10 @@ class SpatialPack(Primitive):
                                                      record=record)}
 
     def schedule_rules(self, target: Target) -> list[ScheduleRule]:
-        # direct's rule for the layers handed to it (grouped, depthwise)
-        return [int8_dot_rule(NAME), spatial_pack_rule(), direct_conv2d_rule()]
+        # direct's rules for the layers handed to it (grouped, depthwise; int8 depthwise on
+        # the blocked int8 layout)
+        return [int8_dot_rule(NAME), spatial_pack_rule(), direct_blocked_rule(),
+                direct_conv2d_rule()]
 
     def __repr__(self) -> str:
         return (f"SpatialPack(format={self.format!r}, sparsity_threshold="

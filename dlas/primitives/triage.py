@@ -2,7 +2,9 @@
 
 For one relax.nn.conv2d call, in this order: a layer whose constant weight is sparse enough
 for a csr/bsr format keeps it (its int8 form included); an int8 layer on a target with integer
-dot products takes the dot-product compute (int8_legalize.py); a layer in another layout than
+dot products takes the dot-product compute (int8_legalize.py), an int8 depthwise layer the int8
+layout gave blocked activations direct's blocked compute (direct_blocked.py); a layer in another
+layout than
 NCHW/OIHW goes to TVM's own conv2d (a recorded fallback). What is left is the primitive's own
 case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
 """
@@ -17,7 +19,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
-from dlas.primitives.direct_blocked import blocked_call
+from dlas.primitives.direct_blocked import blocked_call, legalize_direct_blocked
 from dlas.primitives.int8_intrin import PLAIN
 from dlas.primitives.int8_legalize import int8_dot_path, legalize_int8_dot
 from dlas.primitives.legalize_utils import (constant_array, is_nchw, layout_fallback,
@@ -58,6 +60,9 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
         record(int8=int8)
         return legalize_int8_dot(bb, call, primitive, int8, **int8_args)
     record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
+    if blocked_call(call, "int8") and value is not None and not sparse:
+        record()  # a depthwise conv between blocked dot-product convs (int8_layout.py)
+        return legalize_direct_blocked(bb, call, value)
     if not is_nchw(call.attrs) and not (blocked_float and blocked_call(call)):
         record(fallback=layout_fallback(call.attrs))
         return _nn_conv2d(bb, call)

@@ -1,7 +1,7 @@
 """Blocked int8 activations between dot-product convs (dlas/codegen/int8_layout.py): every
-int8 conv shape of the seven models exact in the blocked layouts, an int8 model bit for bit
-the same as its NCHW build with no activation transformed, lone convs and float models
-untouched."""
+int8 conv shape of the seven models exact in the blocked layouts, an int8 model (its
+depthwise conv blocked too) bit for bit the same as its NCHW build with no activation
+transformed, lone convs and float models untouched."""
 from __future__ import annotations
 
 import numpy as np
@@ -114,11 +114,11 @@ def test_blocked_layout_stays_between_convs(model):
     mod, _ = model
     before = tvm.transform.Sequential(inference_passes())(mod)
     after = blocked_int8_layout(16)(before)
-    # blocked from the stem's output on; NCHW on both sides of the depthwise conv (its
-    # neighbours' in-kernel pack and unpack re-lay it), so no activation is transformed
-    assert conv_layouts(after) == [("NCHW", "NCHW16c"), ("NCHW16c", "NCHW16c"),
-                                   ("NCHW16c", "NCHW16c"), ("NCHW16c", "NCHW"),
-                                   ("NCHW", "NCHW"), ("NCHW", "NCHW16c"), ("NCHW16c", "NCHW")]
+    # blocked from the stem's output on, through the depthwise conv (direct's blocked
+    # compute, int32 accumulators), to the 24-channel conv's NCHW output for the head; no
+    # activation is transformed
+    assert conv_layouts(after) == [("NCHW", "NCHW16c")] + [("NCHW16c", "NCHW16c")] * 5 \
+        + [("NCHW16c", "NCHW")]
     text = after["main"].script()
     assert "R.layout_transform(lv" not in text  # (the constants' transforms fold away)
     assert "R.clip" not in text  # written as minimum/maximum, which follow the layout
@@ -133,6 +133,8 @@ def test_int8_model_bit_exact_with_its_nchw_build(model, primitive):
     for blocked in (True, False):
         ex, stats = Untuned().build(mod, primitive(int8_blocked=blocked), HOST)
         assert stats["int8_dot_layers"] == 6
+        # the depthwise conv: direct's blocked compute between the blocked dot-product convs
+        assert stats["schedule_rules"].get("DirectBlockedConv2D", 0) == int(blocked), stats
         vm = relax.VirtualMachine(ex, tvm.cpu())
         outs.append([vm["main"](tvm.runtime.tensor(x)).numpy() for x in xs])
     assert all(np.array_equal(a, b) for a, b in zip(*outs))

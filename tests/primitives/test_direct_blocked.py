@@ -17,6 +17,7 @@ from dlas.primitives.direct_blocked import (blocked_call, blocked_float_layouts,
                                             conv2d_direct_blocked)
 from dlas.primitives.direct_compute import block_weight
 from dlas.primitives.direct_schedule import direct_blocked_rule
+from dlas.primitives.workloads import Conv2dWorkload
 from tests.primitives.conv_reference import CONV_CASES, HOST
 
 RULE = "DirectBlockedConv2D"
@@ -118,3 +119,34 @@ def test_blocked_on_cpu_targets_for_dense_direct_only():
     assert Direct(format="auto").blocked_float_lanes(avx512) is None
     assert Winograd().blocked_float_lanes(avx512) is None  # its transforms are NCHW
     assert Direct().blocked_float_lanes(make_target({"kind": "cuda", "arch": "sm_80"})) is None
+
+
+def test_every_int8_depthwise_shape_of_the_models_exact():
+    """int8 depthwise convs between blocked dot-product convs (codegen's int8_layout.py) take
+    this compute with int32 accumulators: each depthwise class of the seven models
+    (test_int8_dot's SHAPES, channels rounded up to blocks of 16), full-range operands, equal
+    to the NumPy integer reference."""
+    from tests.primitives.test_int8_dot import SHAPES, numpy_conv_int, operands
+
+    b, rng = 16, np.random.default_rng(3)
+    shapes = [wl for wl in SHAPES if wl.groups > 1]
+    assert len(shapes) >= 5
+    for wl in shapes:
+        c = -(-wl.in_channels // b) * b
+        wl = Conv2dWorkload(c, c, wl.height, wl.width, wl.kernel, wl.stride, wl.padding,
+                            wl.dilation, c)
+        x, w = operands(wl, rng)
+        data = te.placeholder((1, c // b, wl.height, wl.width, b), "int8", name="x")
+        wt = te.placeholder((c // b, 1, *wl.kernel, b), "int8", name="w")
+        (ph, pw) = wl.padding
+        conv = conv2d_direct_blocked(data, wt, wl.stride, (ph, pw, ph, pw), wl.dilation, c,
+                                     True, "int32")
+        sch = direct_blocked_rule().apply(te.create_prim_func([data, wt, conv]), HOST, False)
+        assert sch is not None, wl.label()
+        lib = tvm.compile(sch.mod, target=HOST)
+        out = tvm.runtime.tensor(np.zeros([int(d) for d in conv.shape], "int32"))
+        xb = np.ascontiguousarray(x.reshape(1, c // b, b, wl.height, wl.width)
+                                  .transpose(0, 1, 3, 4, 2))
+        lib(tvm.runtime.tensor(xb), tvm.runtime.tensor(block_weight(w, b)), out)
+        got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(1, c, *wl.out_size)
+        assert np.array_equal(got, numpy_conv_int(x, w, wl)), wl.label()
