@@ -14,11 +14,15 @@ the dot-product path (int8, groups 1, constant OIHW weight, static shapes; data 
 blocked where its channels are whole blocks). The element-wise requantization between
 convs (rescale, bias, residual add, ReLU, quantize) follows the layout, so the next conv
 reads the previous one's blocked int8 output: its pack is only the pad and the +128 shift,
-contiguous rows, and the epilogue writes whole vectors of L channels. A conv whose input
-comes from another conv2d (depthwise, grouped, float), or whose output goes to one, keeps
-NCHW on that side: a layout transform there would be a stand-alone transpose kernel (on
-MobileNetV2 ~0.5 ms of int8 transposes around its depthwise convs), where the conv's
-in-kernel pack or unpack does the same re-lay at no extra pass. Transforms are left only at
+contiguous rows, and the epilogue writes whole vectors of L channels. An int8 depthwise
+conv whose channels are whole blocks is blocked too (direct_blocked.py's compute: a vector
+of L channels per tap, int32 accumulators), so MobileNetV2's 1x1 convs around its depthwise
+convs no longer pack and unpack NCHW in every call (mobilenetv2@32 int8 1.21 -> 0.78 ms,
+Zen 4). A conv whose input comes from another conv2d (grouped, float), or whose output goes
+to one, keeps NCHW on that side: a layout transform there would be a stand-alone transpose
+kernel (on MobileNetV2 ~0.5 ms of int8 transposes around its depthwise convs, before they
+were blocked), where the conv's in-kernel pack or unpack does the same re-lay at no extra
+pass. Transforms are left only at
 the graph's edges (the stem's 3-channel input stays NCHW; the flatten before the
 classifier). Every value is the same: the ops compute the same arithmetic on re-indexed
 tensors, so the result is bit-exact.
@@ -42,7 +46,8 @@ from dlas.primitives.legalize_utils import is_nchw, static_shape
 def dot_conv_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     """[data, kernel, output] layouts for a conv2d call that takes the int8 dot-product path
     (int8_legalize.int8_dot_path's conditions): NCHW[lanes]c for data and output where
-    their channels are whole blocks; None for any other call."""
+    their channels are whole blocks; for an int8 depthwise conv whose channels are, both
+    blocked; None for any other call."""
     if getattr(call.op, "name", "") != CONV2D or not is_nchw(call.attrs) \
             or not isinstance(call.args[1], Constant):
         return None
