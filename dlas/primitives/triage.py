@@ -61,7 +61,8 @@ def open_conv2d(bb: relax.BlockBuilder, call: relax.Call, *, primitive: str, for
         return legalize_int8_dot(bb, call, primitive, int8, **int8_args)
     record = functools.partial(record, int8=PLAIN if str(data.ty.dtype) == "int8" else None)
     if blocked_call(call, "int8") and value is not None and not sparse:
-        record()  # a depthwise conv between blocked dot-product convs (int8_layout.py)
+        # a depthwise conv between blocked dot-product convs (int8_layout.py): direct's
+        record(fallback=None if primitive == "direct" else "groups>1 (depthwise/grouped): direct")
         return legalize_direct_blocked(bb, call, value)
     if not is_nchw(call.attrs) and not (blocked_float and blocked_call(call)):
         record(fallback=layout_fallback(call.attrs))

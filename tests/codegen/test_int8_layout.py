@@ -135,6 +135,8 @@ def test_int8_model_bit_exact_with_its_nchw_build(model, primitive):
         assert stats["int8_dot_layers"] == 6
         # the depthwise conv: direct's blocked compute between the blocked dot-product convs
         assert stats["schedule_rules"].get("DirectBlockedConv2D", 0) == int(blocked), stats
+        assert stats["fallbacks"] == ({} if primitive is Direct else  # (direct's, either way)
+                                      {"groups>1 (depthwise/grouped): direct": 1}), stats
         vm = relax.VirtualMachine(ex, tvm.cpu())
         outs.append([vm["main"](tvm.runtime.tensor(x)).numpy() for x in xs])
     assert all(np.array_equal(a, b) for a, b in zip(*outs))
