@@ -25,7 +25,7 @@ from tvm.ir.expr import Constant
 
 from dlas.primitives.base import LAYOUT_KEY, PRIMITIVE_KEY
 from dlas.primitives.direct_compute import block_weight
-from dlas.primitives.legalize_utils import conv_ints, static_shape
+from dlas.primitives.legalize_utils import conv_ints, is_nchw, static_shape
 from dlas.primitives.schedule_utils import current_lanes
 
 NAME = "direct.blocked"  # the conv block's PRIMITIVE_KEY (direct_schedule's blocked rule)
@@ -43,9 +43,8 @@ def blocked_float_layouts(call: relax.Call, lanes: int) -> list[str] | None:
     """[data, kernel, output] layouts (NCHW[b]c, b = channel_block, where the channels take
     one) of a conv2d call that can take this path; None for any other call."""
     attrs = call.attrs
-    if getattr(call.op, "name", "") != "relax.nn.conv2d" \
-            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) \
-            != ("NCHW", "OIHW", "NCHW") or not isinstance(call.args[1], Constant):
+    if getattr(call.op, "name", "") != "relax.nn.conv2d" or not is_nchw(attrs) \
+            or not isinstance(call.args[1], Constant):
         return None
     data, weight = call.args
     dshape, wshape = static_shape(data.ty.shape), static_shape(weight.ty.shape)
@@ -108,7 +107,7 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
     depthwise = int(groups) > 1
     if any((pt, pl, pb, pr)) and depthwise and blocked:
         data = _clamped_pad(data, pt, pl, pb, pr)
-    elif any((pt, pl, pb, pr)):
+    elif any((pt, pl, pb, pr)):  # (materialised: the schedule's producer)
         tail = [0] if blocked else []
         data = topi.nn.pad(data, [0, 0, pt, pl] + tail, [0, 0, pb, pr] + tail, name="pad")
     rc = te.reduce_axis((0, cg), name="rc")
@@ -133,7 +132,6 @@ def conv2d_direct_blocked(data: te.Tensor, weight: te.Tensor, strides, padding, 
         return out
     return te.compute((n_, ob * b, oh, ow), lambda n, o, y, x: out[n, o // b, y, x, o % b],
                       name="unblock")
-
 
 
 def _clamped_pad(data: te.Tensor, pt: int, pl: int, pb: int, pr: int) -> te.Tensor:

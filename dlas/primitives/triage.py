@@ -4,9 +4,8 @@ For one relax.nn.conv2d call, in this order: a layer whose constant weight is sp
 for a csr/bsr format keeps it (its int8 form included); an int8 layer on a target with integer
 dot products takes the dot-product compute (int8_legalize.py), an int8 depthwise layer the int8
 layout gave blocked activations direct's blocked compute (direct_blocked.py); a layer in another
-layout than
-NCHW/OIHW goes to TVM's own conv2d (a recorded fallback). What is left is the primitive's own
-case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
+layout than NCHW/OIHW goes to TVM's own conv2d (a recorded fallback). What is left is the
+primitive's own case, described by a `Conv2dLayer`, with `record` tagging the layer's int8 path.
 """
 from __future__ import annotations
 
