@@ -5,7 +5,7 @@ torch.compile and ONNX Runtime, on this CPU in one run.
                                  [--trials 64,200,1000 | 0] [--trials-per-task N] [--database-dir DIR]
                                  [--int8] [--mcpu host|haswell|...] [--threads N] [--baseline-threads 2,1]
                                  [--warmup 3] [--repeat 15] [--min-repeat-ms 50]
-                                 [--rounds 5] [--csv FILE]
+                                 [--rounds 5] [--settle 0] [--csv FILE]
 
 Models as DLAS builds them for the digits dataset (32x32 input, 10 classes; random weights with
 BN statistics randomised as in tests/codegen/test_models_compile.py, via benchmarks/models.py's
@@ -32,8 +32,9 @@ BN statistics randomised as in tests/codegen/test_models_compile.py, via benchma
 Latency: every row of a model and precision is built first (tuning included), then all are
 timed in --rounds interleaved rounds (odd rounds in reverse order): a machine whose speed
 drifts (a shared VM's two-thread pools run ~1.9x slower for seconds at a time) slows every
-row alike. DLAS through the local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py
-measures), the others in this process, all timed the same way (per round --warmup calls,
+row alike; --settle S idles S seconds before the rounds of a table with tuned rows (after
+minutes of tuning, a shared VM can run everything ~2x slower for a while). DLAS through the
+local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py measures), the others in this process, all timed the same way (per round --warmup calls,
 then --repeat repeats of >= --min-repeat-ms each): median ± standard deviation over all
 repeats, CV, and `best rnd`, the fastest round's median (drift only adds time). The ratios
 are paired: per round, the two rows' round medians (timed seconds apart, in the same state of
@@ -121,6 +122,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-repeat-ms", type=float, default=50)
     parser.add_argument("--rounds", type=int, default=5,
                         help="timing rounds over all of a model's rows, interleaved (default: 5)")
+    parser.add_argument("--settle", type=float, default=0,
+                        help="seconds idle after a table's rows are built (tuning included), "
+                             "before its timing rounds (default: 0)")
     parser.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     return parser.parse_args()
 
@@ -254,6 +258,8 @@ def bench_precision(ctx, model: str, precision: str, net, x, table: Table) -> No
             entries.append(({**row, "build_s": build_s, "tuning_s": stats.get("tuning_s"),
                              "note": note}, timer))
 
+    if args.settle > 0 and any(row.get("trials") for row, _ in entries):
+        time.sleep(args.settle)
     times: list[list] = [[] for _ in entries]
     for r in range(args.rounds):
         for i in (range(len(entries)) if r % 2 == 0 else reversed(range(len(entries)))):
