@@ -29,18 +29,18 @@ BN statistics randomised as in tests/codegen/test_models_compile.py, via benchma
   before its int8 convs ran on the CPU's integer dot products, for the speedup in the same
   run; the note says which path (`int8_path`) the convs took.
 
-Latency: every row of a model and precision is built first (tuning included), then all are
-timed in --rounds interleaved rounds (odd rounds in reverse order): a machine whose speed
-drifts (a shared VM's two-thread pools run ~1.9x slower for seconds at a time) slows every
-row alike; --settle S idles S seconds before the rounds of a table with tuned rows (after
-minutes of tuning, a shared VM can run everything ~2x slower for a while). DLAS through the
-local loopback RPC server (dlas.hardware.LocalCPU, as deploy.py measures), the others in this process, all timed the same way (per round --warmup calls,
-then --repeat repeats of >= --min-repeat-ms each): median ± standard deviation over all
-repeats, CV, and `best rnd`, the fastest round's median (drift only adds time). The ratios
-are paired: per round, the two rows' round medians (timed seconds apart, in the same state of
-the machine), then the median of those ratios over the rounds. `x untuned`: the primitive's
-untuned time over the row's (above 1: faster); `x ORT`: the ORT row with the fastest best rnd
-(same precision) over the row's (>= 1: at or below ORT).
+Latency: every row of a model and precision is built first (tuning included), then all are timed
+in --rounds interleaved rounds (odd rounds in reverse order): a machine whose speed drifts (a
+shared VM's two-thread pools run ~1.9x slower for seconds at a time) slows every row alike;
+--settle S idles S seconds before the rounds of a table with tuned rows (after minutes of
+tuning, a shared VM can run everything ~2x slower for a while). DLAS through the local loopback
+RPC server (dlas.hardware.LocalCPU, as deploy.py measures), the others in this process, all
+timed the same way (per round --warmup calls, then --repeat repeats of >= --min-repeat-ms each):
+median ± standard deviation over all repeats, CV, and `best rnd`, the fastest round's median
+(drift only adds time). The ratios are paired: per round, the two rows' round medians (timed
+seconds apart, in the same state of the machine), then the median of those ratios over the
+rounds. `x untuned`: the primitive's untuned time over the row's (above 1: faster); `x ORT`: the
+ORT row with the fastest best rnd (same precision) over the row's (>= 1: at or below ORT).
 `max|diff|`: max |output - PyTorch output| / max |PyTorch output| (int8: against the PT2E
 graph in PyTorch). A row that fails prints its error and the table goes on. The goals of
 DLAS issue 14 are checked at the end.

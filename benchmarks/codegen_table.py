@@ -76,6 +76,9 @@ def goals(rows: list[dict]) -> None:
     def dlas(r):
         return r["method"].startswith("dlas") and not r["method"].endswith(" plain")
 
+    def is_tuned(r):
+        return dlas(r) and r.get("trials") is not None
+
     def line(what, ratio, goal, met):
         print(f"  {what}: {ratio:.2f}x -> {'met' if met else 'not met'} (goal {goal})")
 
@@ -85,7 +88,7 @@ def goals(rows: list[dict]) -> None:
     for model in dict.fromkeys(r["model"] for r in ok):
         int8 = best(model, "int8", dlas)
         fp32 = best(model, "fp32", dlas)
-        tuned = best(model, "fp32", lambda r: dlas(r) and r.get("trials") is not None)
+        tuned = best(model, "fp32", is_tuned)
         if int8 and int8.get("x_ort"):
             line(f"{model} DLAS int8 ({int8['method']}) / ONNX Runtime int8", 1 / int8["x_ort"],
                  "<= 1.0x", int8["x_ort"] >= 1)
@@ -99,7 +102,7 @@ def goals(rows: list[dict]) -> None:
                  f"tuning {tuned['tuning_s']:.0f} s) / ONNX Runtime fp32", 1 / tuned["x_ort"],
                  f"<= {bar}x", 1 / tuned["x_ort"] <= bar)
         for prec in ("fp32", "int8"):  # int8 tasks search the tensorized space too
-            fast = best(model, prec, lambda r: dlas(r) and r.get("trials") is not None)
+            fast = best(model, prec, is_tuned)
             if fast and fast.get("x_untuned"):
                 speedups.append((fast["x_untuned"], f"{model} {prec}"))
                 print(f"  {model} {prec} tuned over untuned ({fast['method'].split()[1]}, "
