@@ -6,8 +6,9 @@ built here and timed on the target through the RPC key the final measurement use
 tunes on itself), then the best schedules applied from the database, the default schedules
 for whatever the search did not cover, and TVM's lowering.
 
-The search space (`space`): DLAS's default schedule of the task (its tiles are
-`sample_perfect_tile` draws whose decisions are the heuristic's, schedule_utils.sampled_split),
+The search space (`space`): DLAS's default schedule of the task (its tiles and whether each
+stage runs parallel are `sample_perfect_tile` draws whose decisions are the heuristic's,
+schedule_utils.sampled_split and sampled_parallel),
 MetaSchedule's generic sketches (on a VNNI target these include the dot-product
 tensorized ones), or both. The default's measured record seeds the evolutionary search,
 whose mutators move its tiles.

@@ -34,7 +34,7 @@ from tvm.target import Target
 from dlas.primitives.direct_sparse import SPARSE_PRIMITIVE, SPLIT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             largest_divisor, open_conv, register_tile,
-                                            sampled_split)
+                                            sampled_parallel, sampled_split)
 
 
 def direct_sparse_rule() -> ScheduleRule:
@@ -115,6 +115,4 @@ def _schedule_input(sch: s_tir.Schedule, block, parallel: bool) -> None:
     phases, rows, cols = (int(v) for v in sch.get(block).annotations[SPLIT_KEY])
     n, i = sch.get_loops(block)
     c, _, _, _ = sch.split(i, [None, phases, rows, cols])
-    fused = sch.fuse(n, c)
-    if parallel:
-        sch.parallel(fused)
+    sampled_parallel(sch, sch.fuse(n, c), parallel)

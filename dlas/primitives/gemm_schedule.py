@@ -36,8 +36,8 @@ from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.gemm_compute import FORMAT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, finish_conv_tile, guarded,
                                             isolate_conv, iter_kinds, largest_divisor,
-                                            sampled_split,
-                                            primitive_blocks, register_tile, single_output)
+                                            primitive_blocks, register_tile, sampled_parallel,
+                                            sampled_split, single_output)
 # pixels of a dense tile: with 2 vectors of channels, 16 accumulators (AVX-512)
 _PIXELS = 8
 # sparse tiles: at most this many vectors of pixels per output row (independent FMA
@@ -160,9 +160,7 @@ def _sparse(sch, conv, im2col, lanes, budget) -> s_tir.Schedule | None:
     # 90 %-pruned layer) for the parallel threshold
     k = extent(sch, sch.get_loops(im2col)[2]) or 1
     parallel = N * O * bo * OH * OW * max(1, k // 8) >= PARALLEL_MIN_MACS
-    fused = sch.fuse(n, o, y0, x0)
-    if parallel:
-        sch.parallel(fused)
+    sampled_parallel(sch, sch.fuse(n, o, y0, x0), parallel)
     _schedule_im2col(sch, im2col, parallel)
     return sch
 
@@ -170,6 +168,4 @@ def _sparse(sch, conv, im2col, lanes, budget) -> s_tir.Schedule | None:
 def _schedule_im2col(sch, im2col, parallel: bool):
     """Parallel over (image, group, patch row); the gather is cheap next to the GEMM."""
     loops = sch.get_loops(im2col)
-    fused = sch.fuse(*loops[:3])
-    if parallel:
-        sch.parallel(fused)
+    sampled_parallel(sch, sch.fuse(*loops[:3]), parallel)

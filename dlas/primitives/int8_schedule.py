@@ -30,8 +30,8 @@ from tvm.target import Target
 from dlas.primitives.int8_compute import PACKS
 from dlas.primitives.int8_intrin import LANES, int8_path, intrinsic
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, extent, guarded, largest_divisor,
-                                            open_conv, register_tile, sampled_split,
-                                            vectorize_epilogue)
+                                            open_conv, register_tile, sampled_parallel,
+                                            sampled_split, vectorize_epilogue)
 
 RULE = "Int8DotConv2D"
 
@@ -70,6 +70,8 @@ def int8_dot_rule(primitive: str) -> ScheduleRule:
         for iv in sch.get(conv).iter_vars:
             macs *= int(iv.dom.extent)
         parallel = macs >= PARALLEL_MIN_MACS
+        # a fixed choice, not sampled_parallel: under a split of this loop TVM 0.27's
+        # tensorize fails ("extent of an IterVar (int32) must match its Var's dtype (int64)")
         fused = sch.fuse(n, o0, y0, x0)
         if parallel:
             sch.parallel(fused)
@@ -98,9 +100,7 @@ def _schedule_pack(sch: s_tir.Schedule, pack, parallel: bool) -> None:
     NCHW[ib]c data (int8_layout.py) a padded row is one contiguous copy: vectors of 64
     bytes along it."""
     n, cb, h, w, ci = sch.get_loops(pack)
-    fused = sch.fuse(n, cb, h)
-    if parallel:
-        sch.parallel(fused)
+    sampled_parallel(sch, sch.fuse(n, cb, h), parallel)
     if len(sch.get(pack).reads[0].source.shape) == 5:
         ib = extent(sch, ci)
         _, w = sch.split(w, [None, largest_divisor(extent(sch, w), max(1, 64 // ib))])

@@ -127,6 +127,23 @@ def annotated_blocks(sch: s_tir.Schedule, key: str) -> list[SBlockRV]:
     return [b for b in root_blocks(sch) if key in sch.get(b).annotations]
 
 
+def sampled_parallel(sch: s_tir.Schedule, loop: LoopRV, parallel: bool) -> None:
+    """Whether `loop` runs on the target's threads, as a decision MetaSchedule mutates: the
+    loop split in two by `sample_perfect_tile`, the outer part parallel, the decision preset
+    to [extent, 1] when `parallel` (as `sch.parallel(loop)`) else [1, extent] (a parallel
+    loop of extent 1 lowers to serial code: no thread-pool launch). MutateTileSize moves
+    factors between the two, so the search times serial, k tasks and fully parallel: which
+    wins on small kernels depends on the CPU and its load, not on a MAC count alone."""
+    ext = extent(sch, loop)
+    if ext is None or ext < 2:
+        if parallel:
+            sch.parallel(loop)
+        return
+    tile = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=ext,
+                                   decision=[ext, 1] if parallel else [1, ext])
+    sch.parallel(sch.split(loop, tile, preserve_unit_iters=False)[0])
+
+
 def fuse_and_parallelize(sch: s_tir.Schedule, loops: list[LoopRV], *,
                          min_extent: int = 2) -> LoopRV | None:
     """Fuse `loops` (outermost first) and mark the result parallel if it has work to share."""
@@ -260,24 +277,21 @@ def finish_conv_tile(sch: s_tir.Schedule, conv: SBlockRV, epilogue: SBlockRV,
                      outer: list[LoopRV], reduction: LoopRV, parallel: bool,
                      lanes: int) -> None:
     """The common end of a conv rule, after the epilogue is computed at the tile: the outer
-    loops fused (parallel when `parallel`), the accumulator init split from the reduction,
-    the epilogue vectorised."""
-    fused = sch.fuse(*outer)
-    if parallel:
-        sch.parallel(fused)
+    loops fused (sampled_parallel, preset to `parallel`), the accumulator init split from the
+    reduction, the epilogue vectorised."""
+    sampled_parallel(sch, sch.fuse(*outer), parallel)
     sch.decompose_reduction(conv, reduction)
     vectorize_epilogue(sch, epilogue, lanes)
 
 
 def schedule_producer(sch: s_tir.Schedule, block: SBlockRV, parallel: bool, rows: int) -> None:
     """A producer of the conv (pad, data pack) runs once before it: its first `rows` loops
-    fused, parallel when `parallel` (a zero fill inlined would sit in the hot loop)."""
+    fused, sampled_parallel preset to `parallel` (a zero fill inlined would sit in the hot
+    loop)."""
     loops = sch.get_loops(block)
     if iter_kinds(sch, block).strip("S") or len(loops) < 3:
         return
-    fused = sch.fuse(*loops[:rows])
-    if parallel:
-        sch.parallel(fused)
+    sampled_parallel(sch, sch.fuse(*loops[:rows]), parallel)
 
 
 def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | None]

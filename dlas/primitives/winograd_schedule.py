@@ -27,10 +27,9 @@ from tvm.target import Target
 
 from dlas.primitives.base import LAYOUT_KEY
 from dlas.primitives.schedule_utils import (PARALLEL_MIN_MACS, SBlockRV, block_name, extent,
-                                            fuse_and_parallelize, guarded, iterations,
-                                            largest_divisor,
+                                            guarded, iterations, largest_divisor,
                                             primitive_blocks, register_tile, root_blocks,
-                                            sampled_split, single_output)
+                                            sampled_parallel, sampled_split, single_output)
 from dlas.primitives.winograd_compute import NAME
 
 RULE = "WinogradConv2D"
@@ -89,8 +88,7 @@ def _pack(sch: s_tir.Schedule, pack: SBlockRV, parallel: bool) -> None:
     n, cb, y, x, ci = sch.get_loops(pack)
     sch.reorder(ci, x)
     sch.vectorize(x)
-    if parallel:
-        fuse_and_parallelize(sch, [n, cb, y])
+    sampled_parallel(sch, sch.fuse(n, cb, y), parallel)
 
 
 def _input_transform(sch, rows: SBlockRV, v: SBlockRV, lanes: int, parallel: bool) -> None:
@@ -102,8 +100,7 @@ def _input_transform(sch, rows: SBlockRV, v: SBlockRV, lanes: int, parallel: boo
     sch.unroll(a)
     sch.unroll(b)
     sch.vectorize(c1)
-    if parallel:
-        fuse_and_parallelize(sch, [p, c0])
+    sampled_parallel(sch, sch.fuse(p, c0), parallel)
 
 
 def _gemm(sch, gemm: SBlockRV, lanes: int, budget: int, ob: int, parallel: bool) -> None:
@@ -126,8 +123,8 @@ def _gemm(sch, gemm: SBlockRV, lanes: int, budget: int, ob: int, parallel: bool)
     inner = sch.get_loops(acc)[-1]
     if extent(sch, inner) is not None and extent(sch, inner) > 1:
         sch.vectorize(inner)
-    if parallel:  # (before the init is split off: parallel needs a whole reduction block)
-        fuse_and_parallelize(sch, [a, b, o0])
+    # (before the init is split off: parallel needs a whole reduction block)
+    sampled_parallel(sch, sch.fuse(a, b, o0), parallel)
     sch.decompose_reduction(gemm, rc)
 
 
@@ -146,5 +143,4 @@ def _output_transform(sch, rows: SBlockRV, out: SBlockRV, m: int, lanes: int,
     sch.unroll(o1)
     sch.unroll(y1)
     sch.vectorize(x1)
-    if parallel:
-        fuse_and_parallelize(sch, [n, y0, x0])
+    sampled_parallel(sch, sch.fuse(n, y0, x0), parallel)

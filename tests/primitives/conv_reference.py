@@ -3,6 +3,7 @@
 conv modules, running them, comparing with PyTorch, a pruned resnet18 end to end."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,12 @@ def torch_conv(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups,
     xp = F.pad(torch.from_numpy(x), (left, right, top, bottom))
     return F.conv2d(xp, torch.from_numpy(w), stride=stride, dilation=dilation,
                     groups=groups).numpy()
+
+
+def runs_parallel(tir_text: str) -> bool:
+    """Whether a scheduled PrimFunc's TVMScript has a parallel loop of more than one task
+    (sampled_parallel's serial decision is a parallel loop of extent 1)."""
+    return any(int(n) > 1 for n in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", tir_text))
 
 
 def assert_close(out: np.ndarray, ref: np.ndarray) -> None:

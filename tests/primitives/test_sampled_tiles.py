@@ -17,6 +17,7 @@ from dlas.primitives import Direct, Gemm, SpatialPack, Winograd
 
 # a fixed target (not the host): the tiles depend on its vector width and register count
 TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})
+HOST = make_target({"kind": "llvm", "mcpu": "host"})  # what runs here
 # (in channels, out channels, side, kernel, stride, groups)
 SHAPES = [(16, 32, 8, 3, 1, 1), (32, 64, 9, 1, 1, 1), (24, 24, 12, 3, 1, 24)]
 MODULES = ["dlas.primitives.direct_schedule", "dlas.primitives.direct_sparse_schedule",
@@ -97,31 +98,43 @@ def decisions(name: str) -> dict[str, list[list[int]]]:
 # the heuristic tiles on AVX-512 (16 float lanes, 32 vector registers) per conv function,
 # as the fixed splits gave them before sampling: output channels ([rest, vectors, lanes]; int8
 # [rest, blocks of 16]; depthwise [rest, channels]), rows, columns; CSR channels (pairs),
-# rows, columns, on the 8x8 map channels (4: 16 accumulators) and the flattened plane
+# rows, columns, on the 8x8 map channels (4: 16 accumulators) and the flattened plane; and
+# each stage's parallel loop as [tasks, iterations per task] (sampled_parallel; [1, n]:
+# serial, as every conv here is under PARALLEL_MIN_MACS): the conv's, then its pad's or pack's
+# (a tensorized int8 conv's own loop is not sampled: int8_schedule.py)
 EXPECTED = {
-    "direct": {"fused_conv2d_direct_relu": [[1, 2, 16], [8, 1], [1, 8]],
-               "fused_conv2d_direct1_relu1": [[1, 4, 16], [9, 1], [3, 3]],
-               "fused_conv2d_direct2_relu2": [[6, 4], [3, 4], [1, 12]]},  # depthwise
-    "gemm": {"conv2d_gemm": [[1, 2, 16], [8, 1], [1, 8]],
-             "conv2d_gemm1": [[1, 4, 16], [9, 1], [3, 3]],
-             "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},  # depthwise: direct
-    "spatial_pack": {"fused_conv2d_spatial_pack_relu": [[1, 2, 16], [8, 1], [1, 8]],
-                     "fused_conv2d_spatial_pack1_relu1": [[1, 2, 16], [9, 1], [3, 3]],
-                     "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12]]},
-    # winograd (8x8 output: m = 4, 4 tiles): input channels [rest, lanes]; GEMM output channels
-    # [rest, vectors, lanes], tiles [rest, 4]; output transform channels [rest, lanes]
-    "winograd": {"fused_conv2d_winograd_relu": [[1, 16], [1, 2, 16], [1, 4], [2, 16]],
-                 "fused_conv2d_direct_relu1": [[1, 4, 16], [9, 1], [3, 3]],
-                 "fused_conv2d_direct1_relu2": [[6, 4], [3, 4], [1, 12]]},
-    "direct-csr": {"fused_conv2d_direct_csr_relu": [[8, 4], [4, 16]],
-                   "fused_conv2d_direct_csr1_relu1": [[32, 2], [3, 3], [1, 9]],
-                   "fused_conv2d_direct_csr2_relu2": [[12, 2], [2, 6], [1, 12]]},
-    "direct-int8": {"conv2d_direct_int8": [[1, 2], [8, 1], [1, 8]],
-                    "conv2d_direct_int81": [[1, 4], [9, 1], [3, 3]],
-                    "conv2d_direct": [[6, 4], [3, 4], [1, 12]]},  # depthwise: generic int8
-    "spatial_pack-int8": {"conv2d_spatial_pack_int8": [[1, 2], [8, 1], [1, 8]],
-                          "conv2d_spatial_pack_int81": [[2, 2], [9, 1], [3, 3]],
-                          "conv2d_direct": [[6, 4], [3, 4], [1, 12]]},
+    "direct": {"fused_conv2d_direct_relu": [[1, 2, 16], [8, 1], [1, 8], [1, 8], [1, 16]],
+               "fused_conv2d_direct1_relu1": [[1, 4, 16], [9, 1], [3, 3], [1, 27]],
+               # depthwise
+               "fused_conv2d_direct2_relu2": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
+    "gemm": {"conv2d_gemm": [[1, 2, 16], [8, 1], [1, 8], [1, 8], [1, 144]],
+             "conv2d_gemm1": [[1, 4, 16], [9, 1], [3, 3], [1, 27], [1, 32]],
+             # depthwise: direct
+             "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
+    "spatial_pack": {"fused_conv2d_spatial_pack_relu": [[1, 2, 16], [8, 1], [1, 8], [1, 8],
+                                                        [1, 10]],
+                     "fused_conv2d_spatial_pack1_relu1": [[1, 2, 16], [9, 1], [3, 3], [1, 18],
+                                                          [1, 18]],
+                     "fused_conv2d_direct_relu2": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
+    # winograd (8x8 output: m = 4, 4 tiles): the pack's parallel loop; input channels [rest,
+    # lanes] and that stage's loop; GEMM output channels [rest, vectors, lanes], tiles [rest,
+    # 4] and its loop; output transform channels [rest, lanes] and its loop
+    "winograd": {"fused_conv2d_winograd_relu": [[1, 10], [1, 16], [1, 4], [1, 2, 16], [1, 4],
+                                                [1, 36], [2, 16], [1, 4]],
+                 "fused_conv2d_direct_relu1": [[1, 4, 16], [9, 1], [3, 3], [1, 27]],
+                 "fused_conv2d_direct1_relu2": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
+    "direct-csr": {"fused_conv2d_direct_csr_relu": [[8, 4], [4, 16], [1, 8], [1, 16]],
+                   "fused_conv2d_direct_csr1_relu1": [[32, 2], [3, 3], [1, 9], [1, 32],
+                                                      [1, 32]],
+                   "fused_conv2d_direct_csr2_relu2": [[12, 2], [2, 6], [1, 12], [1, 12],
+                                                      [1, 24]]},
+    "direct-int8": {"conv2d_direct_int8": [[1, 2], [8, 1], [1, 8], [1, 40]],
+                    "conv2d_direct_int81": [[1, 4], [9, 1], [3, 3], [1, 72]],
+                    # depthwise: generic int8
+                    "conv2d_direct": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
+    "spatial_pack-int8": {"conv2d_spatial_pack_int8": [[1, 2], [8, 1], [1, 8], [1, 10]],
+                          "conv2d_spatial_pack_int81": [[2, 2], [9, 1], [3, 3], [1, 18]],
+                          "conv2d_direct": [[6, 4], [3, 4], [1, 12], [1, 18], [1, 24]]},
 }
 
 
@@ -145,3 +158,50 @@ def test_a_decision_is_a_search_point():
     tiles = [[int(d) for d in moved.trace.decisions[i]] for i in moved.trace.insts
              if i.kind.name == "SamplePerfectTile"]
     assert tiles[0] == [2, 1, 16]
+
+
+def parallel_samples(trace) -> list:
+    """The SamplePerfectTile instructions that decide a parallel loop (sampled_parallel)."""
+    loops = [inst.inputs[0] for inst in trace.insts if inst.kind.name == "Parallel"]
+    factors = [inst.inputs[1:] for inst in trace.insts if inst.kind.name == "Split"
+               and any(inst.outputs[0].same_as(lp) for lp in loops)]
+    assert loops and len(factors) == len(loops)
+    return [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"
+            and any(inst.outputs[0].same_as(f[0]) for f in factors)]
+
+
+def run_func(func: tvm.tirx.PrimFunc, args: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    """Compiled on the host: the last buffer (the output) after a call, and the LLVM IR."""
+    ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=HOST)
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    ex["main"](*tensors)
+    return tensors[-1].numpy(), ex.mod.inspect_source("ll")
+
+
+@pytest.mark.parametrize("name, function", [("direct", "fused_conv2d_direct_relu"),
+                                            ("direct-int8", "conv2d_direct")])
+def test_the_parallel_decision_is_a_search_point(name, function):
+    """Each stage's parallel loop is a sampled split preset to serial here (small convs): the
+    default has no thread-pool launch; moved to k tasks, the same trace compiles to a parallel
+    launch and computes the same (an int8 depthwise conv too)."""
+    mod, primitive = case(name)
+    fused = relax_pipeline(inference_passes() + front_passes(primitive, HOST), HOST)(mod)
+    func = fused[function]
+    with HOST:
+        sch = default_schedule(func, Untuned().rules(primitive, HOST), HOST)
+    rng = np.random.default_rng(0)
+    args = [rng.integers(-8, 8, [int(d) for d in p.ty.shape]).astype(str(p.ty.dtype))
+            for p in func.params]
+    expected, ir = run_func(sch.mod["main"], [a.copy() for a in args])
+    assert "TVMBackendParallelLaunch" not in ir
+    samples = parallel_samples(sch.trace)
+    serial = [int(d) for d in sch.trace.decisions[samples[0]]]
+    assert serial[0] == 1 and serial[1] > 2
+    for tasks in (2, serial[1]) if serial[1] % 2 == 0 else (3, serial[1]):
+        moved = s_tir.Schedule(func)
+        sch.trace.with_decision(samples[0], [tasks, serial[1] // tasks],
+                                remove_postproc=True).apply_to_schedule(moved,
+                                                                        remove_postproc=False)
+        out, ir = run_func(moved.mod["main"], [a.copy() for a in args])
+        assert "TVMBackendParallelLaunch" in ir
+        np.testing.assert_array_equal(out, expected)
