@@ -197,11 +197,11 @@ def test_the_parallel_decision_is_a_search_point(name, function):
     samples = parallel_samples(sch.trace)
     serial = [int(d) for d in sch.trace.decisions[samples[0]]]
     assert serial[0] == 1 and serial[1] > 2
-    for tasks in (2, serial[1]) if serial[1] % 2 == 0 else (3, serial[1]):
+    n = serial[1]
+    for tasks in (min(k for k in range(2, n + 1) if n % k == 0), n):
         moved = s_tir.Schedule(func)
-        sch.trace.with_decision(samples[0], [tasks, serial[1] // tasks],
-                                remove_postproc=True).apply_to_schedule(moved,
-                                                                        remove_postproc=False)
+        trace = sch.trace.with_decision(samples[0], [tasks, n // tasks], remove_postproc=True)
+        trace.apply_to_schedule(moved, remove_postproc=False)
         out, ir = run_func(moved.mod["main"], [a.copy() for a in args])
         assert "TVMBackendParallelLaunch" in ir
         np.testing.assert_array_equal(out, expected)
