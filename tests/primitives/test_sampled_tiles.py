@@ -143,17 +143,29 @@ def test_decisions_are_the_heuristic_tiles(name):
     assert decisions(name) == EXPECTED[name]
 
 
+def default_of(name: str, function: str, target) -> tuple[tvm.tirx.PrimFunc, s_tir.Schedule]:
+    """Case `name`'s fused function `function` on `target` and its default schedule."""
+    mod, primitive = case(name)
+    fused = relax_pipeline(inference_passes() + front_passes(primitive, target), target)(mod)
+    func = fused[function]
+    with target:
+        return func, default_schedule(func, Untuned().rules(primitive, target), target)
+
+
+def replayed(sch: s_tir.Schedule, func, inst, decision: list[int]) -> s_tir.Schedule:
+    """`sch`'s trace applied afresh to `func` with `inst`'s decision replaced."""
+    moved = s_tir.Schedule(func)
+    sch.trace.with_decision(inst, decision, remove_postproc=True).apply_to_schedule(
+        moved, remove_postproc=False)
+    return moved
+
+
 def test_a_decision_is_a_search_point():
     """Replayed with another decision, the same trace gives another valid tiling."""
-    mod, primitive = case("direct")
-    fused = relax_pipeline(inference_passes() + front_passes(primitive, TARGET), TARGET)(mod)
-    func = fused["fused_conv2d_direct_relu"]  # 32 output channels: [1, 2, 16] by default
-    with TARGET:
-        sch = default_schedule(func, Untuned().rules(primitive, TARGET), TARGET)
+    # 32 output channels: [1, 2, 16] by default
+    func, sch = default_of("direct", "fused_conv2d_direct_relu", TARGET)
     inst = next(i for i in sch.trace.insts if i.kind.name == "SamplePerfectTile")
-    moved = s_tir.Schedule(func)
-    sch.trace.with_decision(inst, [2, 1, 16], remove_postproc=True).apply_to_schedule(
-        moved, remove_postproc=False)
+    moved = replayed(sch, func, inst, [2, 1, 16])
     assert not tvm_ffi.structural_equal(moved.mod, sch.mod)
     tiles = [[int(d) for d in moved.trace.decisions[i]] for i in moved.trace.insts
              if i.kind.name == "SamplePerfectTile"]
@@ -184,11 +196,7 @@ def test_the_parallel_decision_is_a_search_point(name, function):
     """Each stage's parallel loop is a sampled split preset to serial here (small convs): the
     default has no thread-pool launch; moved to k tasks, the same trace compiles to a parallel
     launch and computes the same (an int8 depthwise conv too)."""
-    mod, primitive = case(name)
-    fused = relax_pipeline(inference_passes() + front_passes(primitive, HOST), HOST)(mod)
-    func = fused[function]
-    with HOST:
-        sch = default_schedule(func, Untuned().rules(primitive, HOST), HOST)
+    func, sch = default_of(name, function, HOST)
     rng = np.random.default_rng(0)
     args = [rng.integers(-8, 8, [int(d) for d in p.ty.shape]).astype(str(p.ty.dtype))
             for p in func.params]
@@ -199,9 +207,7 @@ def test_the_parallel_decision_is_a_search_point(name, function):
     assert serial[0] == 1 and serial[1] > 2
     n = serial[1]
     for tasks in (min(k for k in range(2, n + 1) if n % k == 0), n):
-        moved = s_tir.Schedule(func)
-        trace = sch.trace.with_decision(samples[0], [tasks, n // tasks], remove_postproc=True)
-        trace.apply_to_schedule(moved, remove_postproc=False)
+        moved = replayed(sch, func, samples[0], [tasks, n // tasks])
         out, ir = run_func(moved.mod["main"], [a.copy() for a in args])
         assert "TVMBackendParallelLaunch" in ir
         np.testing.assert_array_equal(out, expected)
