@@ -25,6 +25,7 @@ with at least the budget asked now is not tuned again: a re-run recomputes nothi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -65,8 +66,9 @@ class AutoSchedule(Untuned):
     thin, so that every task gets a round); database_dir: where the per-target databases
     live; builder_timeout_s / runner_timeout_s: limits for building / timing one candidate;
     number / repeat / min_repeat_ms: how one candidate is timed on the target;
-    min_task_share: tasks with less than this share of the model's FLOPs keep their default
-    schedule (reshapes, element-wise ops: trials go where the time goes);
+    min_task_share: tasks with less than this share of the model's time (each task's
+    default schedule timed once on the target; FLOPs where it did not run) keep their
+    default schedule (reshapes, element-wise ops: trials go where the time goes);
     population_size / genetic_iters: the evolutionary search's size per round (TVM's
     defaults, 512 and 4, cost ~50 s of search per round on 2 cores);
     space: what the search explores (SPACES: "dlas" = the default schedule's sampled tiles,
@@ -128,7 +130,7 @@ class AutoSchedule(Untuned):
                                target)(mod)
         prescheduled = scheduled_names(fused)  # kernels a primitive writes ready-scheduled
         fused, kept = schedule_data_dependent(fused, rules, target)
-        tasks, small = tunable_tasks(fused, target, self.min_task_share)
+        tasks = tunable_tasks(fused, target)
 
         db_dir = self.database_dir / target_digest(target)
         start = time.perf_counter()
@@ -141,7 +143,6 @@ class AutoSchedule(Untuned):
             tuning = self.tune(tasks, target, hardware, db_dir, rules, searched)
             checked = Ledger(db_dir / LEDGER).database(tasks)
         tuning["tuning_s"] = time.perf_counter() - start
-        tuning["small_tasks"] = len(small)
 
         applied = RecordScheduledNames()
         record = RecordScheduleStats()
@@ -172,55 +173,79 @@ class AutoSchedule(Untuned):
 
     def tune(self, tasks: list[ms.ExtractedTask], target, hardware, db_dir: Path,
              rules: list, database: ms.database.Database) -> dict:
-        """Tune the tasks that the ledger says lack this budget, check each tuned task's
-        winner side by side with its default schedule; the counts for the row.
+        """Time the default schedules the ledger has no time for, pick the tasks worth
+        trials, tune those that lack this budget, check each tuned task's winner side by side
+        with its default schedule; the counts for the row.
 
-        Each task's default schedule is measured first and goes into the database as one
-        more candidate (the seed the search mutates). After the search, verify_best times
-        the default and the best searched schedules in interleaved rounds and the ledger
-        keeps the winner, which is what the build applies: a searched schedule replaces the
-        default only when it is faster side by side. A task tuned before without that check
-        (older databases), or checked with fewer rounds, gets it now. `default_won_tasks` /
-        `improved_tasks` count the model's checked tasks. `database`: db_dir's search
-        database (tuning.open_database), which the search adds to."""
-        budget = self.task_budget(len(tasks))
+        Each task's default schedule is measured once (its time kept in the ledger) and goes
+        into the database as one more candidate (the seed the search mutates); the tasks
+        with at least min_task_share of the model's default time are tuned (select_tasks).
+        After the search, verify_best times the default and the best searched schedules in
+        interleaved rounds and the ledger keeps the winner, which is what the build applies:
+        a searched schedule replaces the default only when it is faster side by side. A task
+        tuned before without that check (older databases), or checked with fewer rounds, gets
+        it now. `default_won_tasks` / `improved_tasks` count the model's checked tasks.
+        `database`: db_dir's search database (tuning.open_database), which the search adds
+        to."""
         ledger = Ledger(db_dir / LEDGER)
-        todo = ledger.lacking(tasks, budget)
-        unchecked = [t for t in ledger.unverified(tasks, self.check_rounds) if t not in todo]
-        stats = {"tasks": len(tasks), "task_budget": budget, "tuned_tasks": len(todo),
-                 "reused_tasks": len(tasks) - len(todo) if budget else 0,
-                 "tuning_trials": 0, "tuning_failed_trials": 0, "check_s": 0.0}
-        if not todo and not unchecked:
-            if tasks and budget:
+        with contextlib.ExitStack() as stack:
+            tools = []  # (builder, runner), set up the first time something is measured
+
+            def measuring():
+                if not tools:
+                    tools.append(self._measuring(stack, hardware))
+                return tools[0]
+
+            untimed = [t for t in tasks if ledger.default_ms(t) is None] if self.trials else []
+            if untimed:
+                log.info("tuning: timing the default schedules of %d tasks (where the trials "
+                         "go)", len(untimed))
+                ledger.record_defaults(measure_defaults(untimed, rules, target, *measuring(),
+                                                        database, hardware.runtime_device))
+            selected, small = select_tasks(tasks, [ledger.default_ms(t) for t in tasks],
+                                           self.min_task_share)
+            budget = self.task_budget(len(selected))
+            todo = ledger.lacking(selected, budget)
+            unchecked = [t for t in ledger.unverified(selected, self.check_rounds)
+                         if t not in todo]
+            stats = {"tasks": len(selected), "small_tasks": len(small), "task_budget": budget,
+                     "tuned_tasks": len(todo),
+                     "reused_tasks": len(selected) - len(todo) if budget else 0,
+                     "tuning_trials": 0, "tuning_failed_trials": 0, "check_s": 0.0}
+            if not todo and not unchecked and selected and budget:
                 log.info("tuning: all %d tasks already tuned with >= %d trials each in %s",
-                         len(tasks), budget, db_dir)
-            return {**stats, **improvement_stats(ledger.checks(tasks))}
-        hardware.check()  # a board that is not registered fails here, not in every trial
-        with hardware.tracker() as (host, port, _), quiet_metaschedule():
-            # one pool of build workers for the defaults, every search round and the check,
-            # importing TVM while the runner's worker does
-            builder = PooledBuilder(max_workers=len(os.sched_getaffinity(0)),
-                                    timeout_sec=self.builder_timeout_s,
-                                    f_build=candidate_builder(), f_export=exporter(hardware.cc))
-            builder.start()
-            try:
-                runner = ms.runner.RPCRunner(
-                    rpc_config=ms.runner.RPCConfig(
-                        tracker_host=host, tracker_port=port, tracker_key=hardware.key,
-                        session_timeout_sec=int(self.runner_timeout_s)),
-                    evaluator_config=self.evaluator, max_workers=1)
-                if todo:
-                    stats.update(self._search(todo, budget, target, hardware, db_dir, rules,
-                                              builder, runner, database))
-                    ledger.update(todo, budget)
+                         len(selected), budget, db_dir)
+            if todo:
+                stats.update(self._search(todo, budget, target, hardware, db_dir, rules,
+                                          *measuring(), database))
+                ledger.update(todo, budget)
+            if todo or unchecked:
                 start = time.perf_counter()
                 ledger.record_verified(verify_best(todo + unchecked, database, rules, target,
-                                                   builder, runner, hardware.runtime_device,
+                                                   *measuring(), hardware.runtime_device,
                                                    self.check_rounds, self.check_top_k))
                 stats["check_s"] = time.perf_counter() - start
-            finally:
-                builder.close()
-        return {**stats, **improvement_stats(ledger.checks(tasks))}
+        return {**stats, **improvement_stats(ledger.checks(selected))}
+
+    def _measuring(self, stack: contextlib.ExitStack, hardware) -> tuple:
+        """(builder, runner) timing candidates on `hardware` through its tracker, open until
+        `stack` closes."""
+        hardware.check()  # a board that is not registered fails here, not in every trial
+        host, port, _ = stack.enter_context(hardware.tracker())
+        stack.enter_context(quiet_metaschedule())
+        # one pool of build workers for the defaults, every search round and the check,
+        # importing TVM while the runner's worker does
+        builder = PooledBuilder(max_workers=len(os.sched_getaffinity(0)),
+                                timeout_sec=self.builder_timeout_s,
+                                f_build=candidate_builder(), f_export=exporter(hardware.cc))
+        builder.start()
+        stack.callback(builder.close)
+        runner = ms.runner.RPCRunner(
+            rpc_config=ms.runner.RPCConfig(
+                tracker_host=host, tracker_port=port, tracker_key=hardware.key,
+                session_timeout_sec=int(self.runner_timeout_s)),
+            evaluator_config=self.evaluator, max_workers=1)
+        return builder, runner
 
     def _search(self, todo: list[ms.ExtractedTask], budget: int, target, hardware,
                 db_dir: Path, rules: list, builder, runner, database) -> dict:
@@ -238,9 +263,7 @@ class AutoSchedule(Untuned):
             space=design_space(self.space, rules, target),
             num_threads=getattr(hardware, "num_threads", None) or "physical")
         progress = TuningProgress([c.task_name for c in contexts], budget * len(todo))
-        with ms.Profiler() as prof:
-            measure_defaults(todo, rules, target, builder, runner, database,
-                             hardware.runtime_device)
+        with ms.Profiler() as prof:  # (the defaults were measured and committed: the seeds)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
                           max_trials_global=budget * len(todo), max_trials_per_task=budget,
                           num_trials_per_iter=per_iter, builder=builder, runner=runner,
@@ -328,15 +351,23 @@ def schedule_data_dependent(mod: tvm.IRModule, rules: list, target: tvm.target.T
     return updated, names
 
 
-def tunable_tasks(mod: tvm.IRModule, target: tvm.target.Target, min_share: float = 0.0
-                  ) -> tuple[list[ms.ExtractedTask], list[ms.ExtractedTask]]:
-    """MetaSchedule's tasks of the module, less the functions already scheduled, split into
-    those worth tuning and those with under `min_share` of the model's FLOPs."""
-    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
-             if not int((t.dispatched[0]["main"].attrs or {}).get(SCHEDULED, 0))]
+def tunable_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[ms.ExtractedTask]:
+    """MetaSchedule's tasks of the module, less the functions already scheduled."""
+    return [t for t in ms.relax_integration.extract_tasks(mod, target)
+            if not int((t.dispatched[0]["main"].attrs or {}).get(SCHEDULED, 0))]
+
+
+def select_tasks(tasks: list[ms.ExtractedTask], default_ms: list[float | None],
+                 min_share: float) -> tuple[list[ms.ExtractedTask], list[ms.ExtractedTask]]:
+    """The tasks worth trials and the rest: a task's share is its default schedule's time
+    (times its count in the model) over the model's, or, where the default was not timed
+    (it did not run, or trials=0), its share of the FLOPs. By time, not FLOPs: an int8
+    depthwise conv has ~0.5 % of mobilenetv2's multiply-adds and ~1.3 % of its time."""
+    timed = sum(ms_ * t.weight for t, ms_ in zip(tasks, default_ms) if ms_ is not None) or 1.0
     flops = [task_flops(t) * t.weight for t in tasks]
-    total = sum(flops) or 1.0
-    keep = [t for t, f in zip(tasks, flops) if f / total >= min_share]
+    total_flops = sum(flops) or 1.0
+    keep = [t for t, ms_, f in zip(tasks, default_ms, flops)
+            if (ms_ * t.weight / timed if ms_ is not None else f / total_flops) >= min_share]
     return keep, [t for t in tasks if t not in keep]
 
 
@@ -375,8 +406,8 @@ def schedule_note(kept: list[str], prescheduled: list[str], tuning: dict) -> str
         notes.append(f"{len(prescheduled)} function(s) come scheduled from the primitive "
                      "(hand-written sparse kernels) and keep that schedule")
     if tuning.get("small_tasks"):
-        notes.append(f"{tuning['small_tasks']} task(s) under min_task_share of the FLOPs keep "
-                     "the default schedule")
+        notes.append(f"{tuning['small_tasks']} task(s) under min_task_share of the default "
+                     "schedules' time keep the default schedule")
     if tuning.get("task_budget", 0) == 0 and tuning.get("tasks"):
         notes.append("trials=0: nothing tuned, database schedules only")
     return "; ".join(notes)

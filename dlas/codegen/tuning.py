@@ -79,6 +79,18 @@ class Ledger:
                                  "budget": max(old.get("budget", 0), budget)}
         self._save()
 
+    def default_ms(self, task: ms.ExtractedTask) -> float | None:
+        """The task's default schedule as first timed for this database (record_defaults)."""
+        value = self.entries.get(task_hash(task), {}).get("default_ms")
+        return float(value) if value is not None else None
+
+    def record_defaults(self, times: dict[str, tuple[str, float]]) -> None:
+        """Keep each task's default time (task hash -> (name, ms)): measured once, so the
+        tasks chosen for trials stay the same from one build to the next."""
+        for key, (name, ms_) in times.items():
+            self.entries.setdefault(key, {"task": name})["default_ms"] = ms_
+        self._save()
+
     def verified(self, task: ms.ExtractedTask) -> dict | None:
         """The side-by-side check (verify_best) of the task's current budget, if done."""
         entry = self.entries.get(task_hash(task), {})
@@ -153,9 +165,10 @@ def default_schedule(func: tirx.PrimFunc, rules: list, target: tvm.target.Target
 
 
 def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder, runner,
-                     database, device: str = "cpu") -> None:
+                     database, device: str = "cpu") -> dict[str, tuple[str, float]]:
     """Build and time each task's default schedule with the tuning builder and runner and
-    commit it to the database as a tuning record (the search's seed)."""
+    commit it to the database as a tuning record (the search's seed). Returns task hash ->
+    (task name, milliseconds) of those that ran."""
     scheduled = []
     for task in tasks:
         with target:
@@ -165,17 +178,19 @@ def measure_defaults(tasks: list[ms.ExtractedTask], rules: list, target, builder
         else:
             log.debug("tuning: no default schedule for %s", task.task_name)
     if not scheduled:
-        return
+        return {}
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in scheduled])
     try:
         measured = _commit_defaults(scheduled, built, target, runner, database, device)
     finally:
         remove_artifacts(built)
-    log.info("tuning: default schedules of %d/%d tasks measured as candidates", measured,
+    log.info("tuning: default schedules of %d/%d tasks measured as candidates", len(measured),
              len(tasks))
+    return measured
 
 
-def _commit_defaults(scheduled, built, target, runner, database, device: str) -> int:
+def _commit_defaults(scheduled, built, target, runner, database, device: str
+                     ) -> dict[str, tuple[str, float]]:
     inputs, kept = [], []
     for (task, sch), result in zip(scheduled, built):
         if result.error_msg is not None:
@@ -185,7 +200,7 @@ def _commit_defaults(scheduled, built, target, runner, database, device: str) ->
             args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
             inputs.append(ms.runner.RunnerInput(result.artifact_path, device, args))
             kept.append((task, sch, args))
-    measured = 0
+    measured = {}
     for (task, sch, args), future in zip(kept, runner.run(inputs)):
         result = future.result()
         if result.error_msg is not None or not result.run_secs:
@@ -196,7 +211,7 @@ def _commit_defaults(scheduled, built, target, runner, database, device: str) ->
         workload = database.commit_workload(task.dispatched[0])
         database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs,
                                                                target, args))
-        measured += 1
+        measured[task_hash(task)] = (task.task_name, sum(secs) / len(secs) * 1e3)
     return measured
 
 

@@ -16,7 +16,8 @@ from tvm import relax
 
 from dlas.codegen import AutoSchedule, import_model
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
-from dlas.codegen.autoschedule import has_data_dependent_loops, tunable_tasks, tuning_target
+from dlas.codegen.autoschedule import (has_data_dependent_loops, select_tasks, tunable_tasks,
+                                       tuning_target)
 from dlas.codegen.tuning import LEDGER, Ledger, target_digest
 from dlas.errors import DLASError
 from dlas.hardware import LocalCPU
@@ -26,6 +27,7 @@ from dlas.primitives.gemm import Gemm
 pytestmark = pytest.mark.slow
 
 TRIALS = 4
+SHARE = 0.15  # of the default schedules' time: the convs (~25 % and ~65 %), not the pool (~6 %)
 
 
 def tiny_net(sparse: bool = False) -> nn.Module:
@@ -52,14 +54,17 @@ def tuned(tmp_path_factory):
     x = torch.randn(1, 3, 16, 16)
     net = tiny_net()
     mod = import_model(net, x)
-    first = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db), check_rounds=3)
-    built1 = first.build(mod, Direct("direct"), hardware.target, hardware=hardware)
-    second = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db), check_rounds=3)
-    built2 = second.build(mod, Direct("direct"), hardware.target, hardware=hardware)
-    out1, out2 = run(built1.executable, x), run(built2.executable, x)
+    ledger = db / target_digest(tuning_target(hardware.target, hardware)) / LEDGER
+    built, ledgers = [], []
+    for _ in range(2):
+        codegen = AutoSchedule(trials=TRIALS, trials_per_iter=2, database_dir=str(db),
+                               check_rounds=3, min_task_share=SHARE)
+        built.append(codegen.build(mod, Direct("direct"), hardware.target, hardware=hardware))
+        ledgers.append(json.loads(ledger.read_text()))
+    out1, out2 = run(built[0].executable, x), run(built[1].executable, x)
     ref = net(x).detach().numpy()
-    return dict(db=db, hardware=hardware, mod=mod, x=x, net=net, ref=ref,
-                first=built1.stats, second=built2.stats, out1=out1, out2=out2)
+    return dict(db=db, hardware=hardware, mod=mod, x=x, net=net, ref=ref, ledgers=ledgers,
+                first=built[0].stats, second=built[1].stats, out1=out1, out2=out2)
 
 
 def test_tuned_build_matches_pytorch(tuned):
@@ -69,7 +74,7 @@ def test_tuned_build_matches_pytorch(tuned):
 
 def test_first_build_tunes_every_conv_task_through_rpc(tuned):
     stats = tuned["first"]
-    # two conv2d tasks carry the FLOPs; reshape/mean/matmul are under min_task_share
+    # the two conv2d tasks take the time; reshape/mean/matmul are under min_task_share
     assert stats["tasks"] == 2 and stats["small_tasks"] >= 1
     assert stats["tuned_tasks"] == 2 and stats["reused_tasks"] == 0
     assert stats["task_budget"] == TRIALS // 2
@@ -81,7 +86,11 @@ def test_first_build_tunes_every_conv_task_through_rpc(tuned):
     records = (db / "database_tuning_record.json").read_text().splitlines()
     assert len(records) >= TRIALS - stats["tuning_failed_trials"]
     ledger = json.loads((db / LEDGER).read_text())
-    assert sorted(e["budget"] for e in ledger.values()) == [TRIALS // 2] * 2
+    assert sorted(e.get("budget", 0) for e in ledger.values()) == (
+        [0] * stats["small_tasks"] + [TRIALS // 2] * 2)
+    # every task's default was timed once, the small ones too: that is how they were found small
+    assert len(ledger) == stats["tasks"] + stats["small_tasks"]
+    assert all(e["default_ms"] > 0 for e in ledger.values())
 
 
 def test_same_budget_again_reuses_the_database(tuned):
@@ -90,6 +99,7 @@ def test_same_budget_again_reuses_the_database(tuned):
     assert stats["tuning_trials"] == 0
     assert stats["tuned_funcs"] == tuned["first"]["tuned_funcs"]  # schedules come from the DB
     assert stats["tuning_s"] < tuned["first"]["tuning_s"]
+    assert tuned["ledgers"][1] == tuned["ledgers"][0]  # nothing timed again, nothing moved
 
 
 def test_default_schedules_are_candidates(tuned):
@@ -106,7 +116,8 @@ def test_default_schedules_are_candidates(tuned):
     assert again["check_s"] == 0 and all(again[k] == stats[k] for k in (
         "checked_tasks", "default_won_tasks", "improved_tasks", "improved_speedup_max"))
     db = tuned["db"] / target_digest(tuning_target(tuned["hardware"].target, tuned["hardware"]))
-    checks = [e["verified"] for e in json.loads((db / LEDGER).read_text()).values()]
+    checks = [e["verified"] for e in json.loads((db / LEDGER).read_text()).values()
+              if "verified" in e]
     assert sorted(c["winner"] for c in checks) == sorted(
         ["default"] * stats["default_won_tasks"] + ["searched"] * stats["improved_tasks"])
     assert all(c["default_ms"] > 0 and c["budget"] == TRIALS // 2 for c in checks)
@@ -114,14 +125,33 @@ def test_default_schedules_are_candidates(tuned):
     assert traces.count("dlas.schedule_rule") >= stats["tuned_tasks"]
 
 
+def test_trials_go_where_the_time_goes():
+    """A task's share is its default's time where it was timed, FLOPs where it was not: a
+    matmul with 0.1 % of the FLOPs that takes half the time gets trials, a conv that was
+    timed fast does not, whatever its FLOPs."""
+    target = LocalCPU().target
+    tasks = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
+                                         target)(import_model(tiny_net(),
+                                                              torch.randn(1, 3, 16, 16))), target)
+    conv1, conv2 = [t for t in tasks if "conv2d" in t.task_name]
+    (matmul,) = [t for t in tasks if "matmul" in t.task_name]
+    by_flops, _ = select_tasks(tasks, [None] * len(tasks), 0.01)
+    assert set(by_flops) == {conv1, conv2}
+    times = {conv1: 0.001, matmul: 1.0}  # the rest ran in ~1 ms, or not at all (conv2)
+    keep, small = select_tasks(tasks, [times.get(t, 1.0 if t is not conv2 else None)
+                                       for t in tasks], 0.2)
+    assert matmul in keep and conv1 in small and conv2 in keep  # (conv2: by its FLOPs)
+    assert sorted(map(id, keep + small)) == sorted(map(id, tasks))
+
+
 def test_a_larger_budget_would_tune_again(tuned):
     """The ledger asks for the tasks again once the per-task budget grows."""
     hardware = tuned["hardware"]
     target = tuning_target(hardware.target, hardware)
     ledger = Ledger(tuned["db"] / target_digest(target) / LEDGER)
-    tasks, _ = tunable_tasks(
-        relax_pipeline(inference_passes() + front_passes(Direct("direct"), target), target)(
-            tuned["mod"]), target, 0.01)
+    every = tunable_tasks(relax_pipeline(
+        inference_passes() + front_passes(Direct("direct"), target), target)(tuned["mod"]), target)
+    tasks, _ = select_tasks(every, [ledger.default_ms(t) for t in every], SHARE)
     assert ledger.lacking(tasks, AutoSchedule(trials=TRIALS).task_budget(len(tasks))) == []
     bigger = AutoSchedule(trials=2 * TRIALS).task_budget(len(tasks))
     assert bigger == TRIALS and len(ledger.lacking(tasks, bigger)) == 2

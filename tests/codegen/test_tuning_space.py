@@ -127,9 +127,8 @@ def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_p
     target = tuning_target(hardware.target, hardware)
     codegen = AutoSchedule(trials=4, min_repeat_ms=5, database_dir=str(tmp_path), check_rounds=3)
     rules = codegen.rules(Direct(), target)
-    tasks, _ = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
-                                            target)(conv_module()), target)
-    (task,) = tasks
+    (task,) = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
+                                           target)(conv_module()), target)
     db_dir = tmp_path / target_digest(target)
     database = open_database(db_dir)
     func = task.dispatched[0]
@@ -140,7 +139,7 @@ def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_p
     database.commit_tuning_record(ms.database.TuningRecord(
         poor.trace, database.commit_workload(func), [1e-9], target,
         ms.arg_info.ArgInfo.from_prim_func(func["main"])))
-    Ledger(db_dir / LEDGER).update(tasks, codegen.task_budget(1))  # tuned, never checked
+    Ledger(db_dir / LEDGER).update([task], codegen.task_budget(1))  # tuned, never checked
 
     _, stats = codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
     assert stats["tuned_tasks"] == 0 and stats["tuning_trials"] == 0
@@ -149,7 +148,7 @@ def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_p
     check = Ledger(db_dir / LEDGER).verified(task)
     assert check["winner"] == "default" and check["rounds"] == 3
     assert check["searched_ms"] > 1.5 * check["default_ms"]  # the poor schedule, as timed
-    applied = Ledger(db_dir / LEDGER).database(tasks).query_schedule(
+    applied = Ledger(db_dir / LEDGER).database([task]).query_schedule(
         func, target, "main")  # what the build applies
     assert tvm_ffi.structural_equal(applied.mod, default.mod)
     _, again = codegen.build(conv_module(), Direct(), hardware.target, hardware=hardware)
