@@ -156,9 +156,10 @@ def open_database(db_dir: Path) -> ms.database.JSONDatabase:
 # -- tuning runs -----------------------------------------------------------------------------
 
 def default_schedule(func: tirx.PrimFunc, rules: list, target: tvm.target.Target):
-    """The schedule the untuned build gives `func` (the first rule that applies), or None."""
+    """The schedule the untuned build gives `func` (the first rule that applies), or None,
+    as a search space (tunable: with the decisions the untuned build leaves fixed)."""
     for rule in rules:
-        space = rule.apply(func, target, False)
+        space = rule.apply(func, target, True)
         if space is not None:
             return space if isinstance(space, s_tir.Schedule) else space[0]
     return None

@@ -294,9 +294,28 @@ def schedule_producer(sch: s_tir.Schedule, block: SBlockRV, parallel: bool, rows
     sampled_parallel(sch, sch.fuse(*loops[:rows]), parallel)
 
 
+# MetaSchedule's choices of auto-unroll's max step on CPUs (its ParallelizeVectorizeUnroll)
+UNROLL_STEPS = (0, 16, 64, 512)
+UNROLL_KEY = "meta_schedule.unroll_explicit"
+
+
+def sampled_unroll(sch: s_tir.Schedule) -> None:
+    """How far LLVM may unroll beyond a schedule's explicit (register tile) unrolls, as a
+    decision MetaSchedule mutates: a `sample_categorical` over UNROLL_STEPS on the root
+    block, which MutateUnroll moves and the RewriteParallelVectorizeUnroll postprocessor
+    turns into `pragma_auto_unroll_max_step` on each reduction block's outer loop (which
+    reduction windows it unrolls then depends on their sizes: 1.1-1.25x on some of
+    mobilenetv2's convs, slower on others). Preset to 0: the schedule as written."""
+    step = sch.sample_categorical(list(UNROLL_STEPS), [1 / len(UNROLL_STEPS)] * len(UNROLL_STEPS),
+                                  decision=0)
+    sch.annotate(sch.get_sblock("root"), UNROLL_KEY, step)
+
+
 def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | None]
             ) -> ScheduleRule:
     """A DLight rule running `body` on llvm targets; any failure leaves the function as it was.
+    As a search space (`tunable`, tuning.default_schedule) the schedule also samples its
+    unroll step (sampled_unroll); the untuned build has no such annotation to rewrite.
 
     s_tir checks every primitive, so a schedule that would compute something else raises
     instead of applying; the rule then returns None and the function stays unscheduled
@@ -311,6 +330,8 @@ def guarded(name: str, body: Callable[[tirx.PrimFunc, Target], s_tir.Schedule | 
                 sch = body(func, target)
                 if sch is not None:  # say who scheduled it (read by schedule_stats)
                     sch.annotate(sch.get_sblock("root"), RULE_KEY, name)
+                    if tunable:
+                        sampled_unroll(sch)
                 return sch
             except s_tir.schedule.schedule.ScheduleError as err:
                 log.debug("%s: not applied (%s)", name, first_line(err, 200))

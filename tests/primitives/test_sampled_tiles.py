@@ -3,17 +3,21 @@ MetaSchedule), their decisions preset to the heuristic: the untuned build must g
 the schedule of fixed splits, and the decisions must be the heuristic's tiles."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
 import tvm_ffi
 from tvm import relax, s_tir
+from tvm.s_tir import meta_schedule as ms
 
 from dlas.codegen import Untuned
 from dlas.codegen.pipeline import front_passes, inference_passes, relax_pipeline
 from dlas.codegen.tuning import default_schedule
 from dlas.hardware.base import make_target
 from dlas.primitives import Direct, Gemm, SpatialPack, Winograd
+from dlas.primitives.schedule_utils import UNROLL_STEPS
 
 # a fixed target (not the host): the tiles depend on its vector width and register count
 TARGET = make_target({"kind": "llvm", "mcpu": "skylake-avx512"})
@@ -210,4 +214,37 @@ def test_the_parallel_decision_is_a_search_point(name, function):
         moved = replayed(sch, func, samples[0], [tasks, n // tasks])
         out, ir = run_func(moved.mod["main"], [a.copy() for a in args])
         assert "TVMBackendParallelLaunch" in ir
+        np.testing.assert_array_equal(out, expected)
+
+
+def same_code(ir: str) -> str:
+    """LLVM IR without the addresses its alias metadata names (they differ per build)."""
+    return re.sub(r"0x[0-9a-f]+", "", ir)
+
+
+@pytest.mark.parametrize("name, function", [("direct", "fused_conv2d_direct_relu"),
+                                            ("direct-int8", "conv2d_direct")])
+def test_the_unroll_decision_is_a_search_point(name, function):
+    """The default samples its auto-unroll step, preset to 0 (the schedule as written, no
+    pragma: the same code as the untuned build's); moved to 64 or 512, the search's
+    postprocessor puts the step on the conv's loops, the code changes and computes the same."""
+    func, sch = default_of(name, function, HOST)
+    (sample,) = [i for i in sch.trace.insts if i.kind.name == "SampleCategorical"]
+    assert [int(c) for c in sample.attrs[0]] == list(UNROLL_STEPS)
+    assert int(sch.trace.decisions[sample]) == 0
+    rng = np.random.default_rng(0)
+    args = [rng.integers(-8, 8, [int(d) for d in p.ty.shape]).astype(str(p.ty.dtype))
+            for p in func.params]
+    expected, ir = run_func(sch.mod["main"], [a.copy() for a in args])
+    assert "pragma_auto_unroll_max_step" not in sch.mod.script()
+    untuned = Untuned().schedule(*case(name), HOST)[function]
+    assert same_code(run_func(untuned, [a.copy() for a in args])[1]) == same_code(ir)
+    for decision in (2, 3):
+        moved = s_tir.Schedule(func)
+        sch.trace.with_decision(sample, decision, remove_postproc=True).apply_to_schedule(
+            moved, remove_postproc=False)
+        assert ms.postproc.RewriteParallelVectorizeUnroll().apply(moved)
+        assert f"pragma_auto_unroll_max_step\": {UNROLL_STEPS[decision]}" in moved.mod.script()
+        out, unrolled = run_func(moved.mod["main"], [a.copy() for a in args])
+        assert same_code(unrolled) != same_code(ir)
         np.testing.assert_array_equal(out, expected)
