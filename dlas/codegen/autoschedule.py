@@ -8,15 +8,18 @@ for whatever the search did not cover, and TVM's lowering.
 
 The search space (`space`): DLAS's default schedule of the task (its tiles and whether each
 stage runs parallel are `sample_perfect_tile` draws whose decisions are the heuristic's,
-schedule_utils.sampled_split and sampled_parallel),
+schedule_utils.sampled_split and sampled_parallel; how far LLVM may unroll is a
+`sample_categorical`, sampled_unroll),
 MetaSchedule's generic sketches (on a VNNI target these include the dot-product
 tensorized ones), or both. The default's measured record seeds the evolutionary search,
-whose mutators move its tiles.
+whose mutators move its decisions.
 
 Two kinds of function keep their default schedule and the row counts them:
 - functions with data-dependent loops (the sparse primitives' CSR/BSR loops run to an
   extent read from `indptr`): MetaSchedule's search spaces need static loop extents;
-- tasks that got no trials within the budget or whose every candidate failed.
+- tasks under `min_task_share` of the model's time (each default schedule is timed once,
+  the time kept in the ledger), that got no trials within the budget, or whose every
+  candidate failed.
 
 The tuning database is per target (`database_dir/<target digest>/`), shared by every model,
 compression and primitive, since tasks are keyed by their PrimFunc's structure. A ledger
