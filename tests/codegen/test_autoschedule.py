@@ -16,8 +16,8 @@ from tvm import relax
 
 from dlas.codegen import AutoSchedule, import_model
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
-from dlas.codegen.autoschedule import (has_data_dependent_loops, select_tasks, tunable_tasks,
-                                       tuning_target)
+from dlas.codegen.autoschedule import has_data_dependent_loops, tuning_target
+from dlas.codegen.tasks import select_tasks, tunable_tasks
 from dlas.codegen.tuning import LEDGER, Ledger, target_digest
 from dlas.errors import DLASError
 from dlas.hardware import LocalCPU

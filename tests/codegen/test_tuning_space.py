@@ -18,7 +18,8 @@ from tvm.s_tir.dlight import ScheduleRule
 
 from dlas.codegen import AutoSchedule
 from dlas.codegen import front_passes, inference_passes, relax_pipeline
-from dlas.codegen.autoschedule import design_space, tunable_tasks, tuning_target
+from dlas.codegen.autoschedule import design_space, tuning_target
+from dlas.codegen.tasks import tunable_tasks
 from dlas.codegen.tuning import (CHECKED, LEDGER, SCHEDULE_SOURCES, Ledger, default_schedule,
                                  improvement_stats, open_database, target_digest)
 from dlas.codegen.tuning_builder import candidate_builder, exporter
