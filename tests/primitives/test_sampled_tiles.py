@@ -240,9 +240,7 @@ def test_the_unroll_decision_is_a_search_point(name, function):
     untuned = Untuned().schedule(*case(name), HOST)[function]
     assert same_code(run_func(untuned, [a.copy() for a in args])[1]) == same_code(ir)
     for decision in (2, 3):
-        moved = s_tir.Schedule(func)
-        sch.trace.with_decision(sample, decision, remove_postproc=True).apply_to_schedule(
-            moved, remove_postproc=False)
+        moved = replayed(sch, func, sample, decision)
         assert ms.postproc.RewriteParallelVectorizeUnroll().apply(moved)
         assert f"pragma_auto_unroll_max_step\": {UNROLL_STEPS[decision]}" in moved.mod.script()
         out, unrolled = run_func(moved.mod["main"], [a.copy() for a in args])
