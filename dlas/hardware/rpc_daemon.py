@@ -44,6 +44,23 @@ def _die_with_parent(parent: int) -> None:
         _kill_group(None, None)
 
 
+def _surviving(serving):
+    """TVM's per-connection `_serving`, made to outlive a session that crashes.
+
+    When a session's process exits non-zero (a candidate kernel that segfaults on the tuner's
+    random inputs), TVM's `_serving` raises in the server's listen thread, which ends it: the
+    server never registers with the tracker again and every later request waits forever. The
+    crash already reached the client (its connection closed), so the server goes on serving."""
+    def serve(sock, *args):
+        cwd = os.getcwd()
+        try:
+            serving(sock, *args)
+        except RuntimeError:
+            os.chdir(cwd)  # what `_serving` would have restored
+            sock.close()
+    return serve
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
@@ -66,7 +83,9 @@ def main(argv=None) -> None:
     # tvm_ffi imports torch if it can (2.3 s of a 3.2 s startup on a 2-core VM); serving compiled
     # libraries never needs it, so make that import fail fast.
     sys.modules.setdefault("torch", None)
+    from tvm.rpc import server as rpc_server
     from tvm.rpc.server import PopenRPCServerState
+    rpc_server._serving = _surviving(rpc_server._serving)
     from tvm.rpc.tracker import PopenTrackerServerState
 
     tracker = PopenTrackerServerState(a.host, a.tracker_port,

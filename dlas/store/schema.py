@@ -80,6 +80,8 @@ METRICS: dict[str, Metric] = {
     "tuning_s": _m("tune", "number", "s", "wall time of the MetaSchedule search"),
     "tasks": _m("tune", "number", "", "tuning tasks of the model"),
     "task_budget": _m("tune", "number", "trials", "trials granted to each task"),
+    "small_tasks": _m("tune", "number", "", "tasks under min_task_share of the default "
+                      "schedules' time: not searched, they keep the default"),
     "tuned_tasks": _m("tune", "number", "", "tasks searched in this run"),
     "reused_tasks": _m("tune", "number", "", "tasks whose database records sufficed"),
     "tuning_trials": _m("tune", "number", "", "measured candidates"),

@@ -66,5 +66,23 @@ def spin_module(iters: int):
     return Spin
 
 
+def crash_module():
+    """A Relax module whose main reads 2**40 elements past its input: the process segfaults."""
+    @I.ir_module
+    class Crash:
+        @T.prim_func
+        def crash(x: T.Buffer((1, 4), "float32"), y: T.Buffer((1, 4), "float32")):
+            for i in range(4):
+                y[0, i] = x[0, T.int64(1 << 40) + T.int64(i)]
+
+        @R.function
+        def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 4), "float32"):
+            cls = Crash
+            y = R.call_tir(cls.crash, (x,), out_ty=R.Tensor((1, 4), "float32"))
+            return y
+
+    return Crash
+
+
 def inputs(n: int, shape=(3, 8, 8), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype("float32")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 import tvm
-from hw_helpers import LLVM, compile_torch, inputs, live_in_group, spin_module
+from hw_helpers import (LLVM, compile_torch, crash_module, inputs, live_in_group,
+                        spin_module)
 
 from dlas.errors import DLASError
 from dlas.hardware import ConnectionLost, LocalCPU, Measurement, RemoteBoard, RemoteTimeout
@@ -163,6 +164,29 @@ def test_session_timeout_ends_the_session_not_the_server(lab, hang_lib):
     with board.session() as sess:
         x = np.arange(3, dtype="float32")
         np.testing.assert_array_equal(tvm.runtime.tensor(x, sess.cpu()).numpy(), x)
+
+
+def test_a_crashing_session_ends_the_session_not_the_server(lab, tmp_path):
+    """A kernel that segfaults kills its session's process; TVM's server thread used to die with
+    it, after which every request to the tracker waited forever (a tuning run hung on a sparse
+    model's default schedules). The next session must be served."""
+    path = tmp_path / "crash.so"
+    tvm.compile(crash_module(), target=tvm.target.Target(LLVM)).export_library(str(path))
+    board = _board(lab)
+    with board.session() as sess:
+        with pytest.raises(DLASError):
+            Measurement(timeout_s=30, retries=0).run(sess, path, np.ones((1, 4), "float32"))
+    served = []
+    probe = threading.Thread(target=lambda: served.append(_served(board)), daemon=True)
+    probe.start()
+    probe.join(30)
+    assert served == [True]
+
+
+def _served(board) -> bool:
+    with board.session() as sess:
+        x = np.arange(3, dtype="float32")
+        return bool((tvm.runtime.tensor(x, sess.cpu()).numpy() == x).all())
 
 
 def test_a_board_gone_mid_measurement_says_both_failures(tiny_lib):
