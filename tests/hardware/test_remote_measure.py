@@ -153,6 +153,12 @@ def test_board_path_uploads_the_library(lab, tiny_lib, session):
     np.testing.assert_array_equal(remote.logits, local.logits)
 
 
+def _served(board) -> bool:
+    with board.session() as sess:
+        x = np.arange(3, dtype="float32")
+        return bool((tvm.runtime.tensor(x, sess.cpu()).numpy() == x).all())
+
+
 def test_session_timeout_ends_the_session_not_the_server(lab, hang_lib):
     board = _board(lab, session_timeout_s=1)
     with board.session() as sess:
@@ -161,9 +167,7 @@ def test_session_timeout_ends_the_session_not_the_server(lab, hang_lib):
     # the server killed its session process (at once, not after the 10 s spin), not itself
     live = live_in_group(lab.pgid, at_most=1)
     assert len(live) == 1 and "rpc_daemon.py" in live[0], live
-    with board.session() as sess:
-        x = np.arange(3, dtype="float32")
-        np.testing.assert_array_equal(tvm.runtime.tensor(x, sess.cpu()).numpy(), x)
+    assert _served(board)
 
 
 def test_a_crashing_session_ends_the_session_not_the_server(lab, tmp_path):
@@ -181,12 +185,6 @@ def test_a_crashing_session_ends_the_session_not_the_server(lab, tmp_path):
     probe.start()
     probe.join(30)
     assert served == [True]
-
-
-def _served(board) -> bool:
-    with board.session() as sess:
-        x = np.arange(3, dtype="float32")
-        return bool((tvm.runtime.tensor(x, sess.cpu()).numpy() == x).all())
 
 
 def test_a_board_gone_mid_measurement_says_both_failures(tiny_lib):
