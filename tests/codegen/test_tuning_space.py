@@ -46,6 +46,13 @@ def conv_module() -> tvm.IRModule:
     return bb.get()
 
 
+def conv_task(target) -> ms.ExtractedTask:
+    """conv_module's one tunable task, as the build extracts it for `target`."""
+    (task,) = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
+                                           target)(conv_module()), target)
+    return task
+
+
 def channel_tile(trace: s_tir.schedule.Trace):
     """The first sampled tile of the trace (direct's output channels: [rest, vectors, lanes])."""
     inst = next(i for i in trace.insts if i.kind.name == SAMPLE)
@@ -79,8 +86,11 @@ class PoorDefault(AutoSchedule):
 
 @pytest.fixture(scope="module")
 def poor(tmp_path_factory):
-    hardware = LocalCPU()
-    # 4 candidates, a small search and short timings: the poor preset is several times slower
+    # one thread: the timings of a ~50 us kernel stay steady beside another test's process
+    # (at 2 threads a straggling thread cost a fast schedule up to half its lead)
+    hardware = LocalCPU(num_threads=1)
+    # 4 candidates, a small search and short timings: which 4 the search draws varies from run
+    # to run, and with them the lead (1.46-3.06x in ten runs; the poor preset is far behind)
     codegen = PoorDefault(trials=4, trials_per_iter=4, population_size=16, genetic_iters=1,
                           min_repeat_ms=5, space="dlas", check_rounds=3,
                           database_dir=str(tmp_path_factory.mktemp("tuning")))
@@ -92,17 +102,25 @@ def test_search_mutates_a_poor_default_into_a_faster_schedule(poor):
     codegen, hardware, stats = poor
     assert stats["tuned_tasks"] == 1 and stats["tuning_trials"] == 4
     # the measured poor default is in the database; a searched schedule beat it, by far
+    # more than the timings' spread (a few percent)
     # (a searched schedule won the side-by-side check too, and is what the build applied)
     assert stats["improved_tasks"] == 1 and stats["default_won_tasks"] == 0
-    assert stats["improved_speedup_max"] == stats["improved_speedup_geomean"] > 1.5
+    assert stats["improved_speedup_max"] == stats["improved_speedup_geomean"] > 1.25
     # the applied winner (the check's: the search database's fastest record may be one timed
-    # in a fast moment) is DLAS's schedule (same instructions), its channel tile moved off the
-    # preset
+    # in a fast moment) is DLAS's schedule (same instructions) with other decisions than the
+    # preset's (the channel tile, another tile or the unroll step: whichever the search moved)
     (folder,) = (Path(stats["tuning_database"]) / CHECKED).iterdir()
     (best,) = ms.database.JSONDatabase(work_dir=str(folder)).get_all_tuning_records()
     assert "DirectConv2D" in str(best.trace) and "sample_perfect_tile" in str(best.trace)
-    assert channel_tile(best.trace)[1] != [32, 1, 1]
-    assert target_digest(tuning_target(hardware.target, hardware)) in stats["tuning_database"]
+    target = tuning_target(hardware.target, hardware)
+    func = conv_task(target).dispatched[0]
+    with target:
+        preset = default_schedule(func["main"], codegen.rules(Direct(), target), target)
+    assert channel_tile(preset.trace)[1] == [32, 1, 1]
+    applied = s_tir.Schedule(func)
+    best.trace.apply_to_schedule(applied, remove_postproc=False)
+    assert not tvm_ffi.structural_equal(applied.mod, preset.mod)
+    assert target_digest(target) in stats["tuning_database"]
 
 
 def test_improvement_stats():
@@ -128,8 +146,7 @@ def test_a_record_faster_only_in_the_database_does_not_replace_the_default(tmp_p
     target = tuning_target(hardware.target, hardware)
     codegen = AutoSchedule(trials=4, min_repeat_ms=5, database_dir=str(tmp_path), check_rounds=3)
     rules = codegen.rules(Direct(), target)
-    (task,) = tunable_tasks(relax_pipeline(inference_passes() + front_passes(Direct(), target),
-                                           target)(conv_module()), target)
+    task = conv_task(target)
     db_dir = tmp_path / target_digest(target)
     database = open_database(db_dir)
     func = task.dispatched[0]
