@@ -127,13 +127,22 @@ def speedup_depends_on_hardware(sp: pd.DataFrame, machine_of: dict[str, str] | N
 
 
 def _flip_summary(flips: pd.DataFrame, what: str, a: str, b: str) -> tuple[str, str]:
+    """k flips, of which `clear` ones: both winners >= CLEAR_MARGIN ahead of their runner-up
+    and apart from it (stats._best: the runner-up's fastest repeat slower than the winner's
+    median). Flips that are all within the spread are noise as far as the data can tell."""
     k = int(flips["flipped"].sum())
     clear = int((flips["flipped"] & (flips[f"margin_{a}"] >= CLEAR_MARGIN)
-                 & (flips[f"margin_{b}"] >= CLEAR_MARGIN)).sum())
-    verdict = HOLDS if k else DOES_NOT_HOLD
+                 & (flips[f"margin_{b}"] >= CLEAR_MARGIN)
+                 & flips[f"separated_{a}"].astype(bool)
+                 & flips[f"separated_{b}"].astype(bool)).sum())
+    verdict = HOLDS if clear else NOT_ENOUGH if k else DOES_NOT_HOLD
     text = (f"The fastest primitive differs in {k} of {len(flips)} {what}"
             + (f" ({clear} of the {k} clear: both winners ≥ {100 * (CLEAR_MARGIN - 1):.0f}% ahead "
-               f"of their runner-up)" if k else "") + ".")
+               f"of their runner-up, whose fastest repeat was slower than the winner's median)"
+               if k else "") + ".")
+    if k and not clear:
+        text += (" None is clear of the measurements' spread: re-time the points side by side "
+                 "(remeasure=N) on a quiet machine.")
     flipped = flips[flips["flipped"]]
     seen = Counter(f"{x} → {y}" for x, y in zip(flipped[f"best_{a}"], flipped[f"best_{b}"]))
     if seen:
@@ -145,7 +154,8 @@ def tuning_changes_best_primitive(ok: pd.DataFrame) -> Observation:
     claim = "Tuning changes the best primitive"
     rule = ("For each (dataset, model, compression, hardware) measured untuned and tuned on ≥ 2 "
             "common primitives: the fastest of those primitives untuned vs tuned. Holds when it "
-            "differs in at least one group (k of n).")
+            "differs clearly in at least one group (k of n; clear: both winners ≥ 5% ahead of, "
+            "and apart from, their runner-up); flips within the spread alone are not enough.")
     flips = stats.tuning_flips(ok)
     if flips.empty:
         codegens = ", ".join(sorted(ok["codegen"].unique())) if not ok.empty else "none"
@@ -163,7 +173,7 @@ def quantization_changes_best_primitive(ok: pd.DataFrame) -> Observation:
     rule = ("For each (dataset, model, hardware, codegen) and recipe measured at float32 and "
             "quantized (int8 or float16: none vs int8, unstructured vs unstructured_int8, ...) on "
             "≥ 2 common primitives: the fastest of those primitives at each number format. Holds "
-            "when it differs in at least one pair (k of n).")
+            "when it differs clearly in at least one pair (k of n; clear as for tuning).")
     flips = stats.quantization_flips(ok)
     if flips.empty:
         formats = ", ".join(sorted(ok["number_format"].dropna().unique())) if not ok.empty else "none"

@@ -124,12 +124,18 @@ def tuning(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best(group: pd.DataFrame) -> dict:
+    """The fastest primitive (by median), its runner-up, the margin (runner-up median / best
+    median) and whether the runner-up's fastest repeat was still slower than the best's median
+    (`separated`: on a machine whose speed jumps between phases, two medians taken at
+    different times can differ by far more than the margin)."""
     ordered = group.sort_values("latency_ms")
     best = ordered.iloc[0]
     runner = ordered.iloc[1] if len(ordered) > 1 else None
     return {"best": best["primitive"], "best_ms": best["latency_ms"],
             "runner_up": None if runner is None else runner["primitive"],
             "margin": None if runner is None else runner["latency_ms"] / best["latency_ms"],
+            "separated": runner is not None and bool(
+                runner.get("latency_ms_min", float("nan")) > best["latency_ms"]),
             "primitives": len(ordered)}
 
 
@@ -140,7 +146,7 @@ def best_primitives(df: pd.DataFrame) -> pd.DataFrame:
     rows = [dict(zip(keys, k)) | {"number_format": g["number_format"].iloc[0]} | _best(g)
             for k, g in df.groupby(keys, sort=True)]
     return pd.DataFrame(rows, columns=keys + ["number_format", "best", "best_ms", "runner_up",
-                                              "margin", "primitives"])
+                                              "margin", "separated", "primitives"])
 
 
 def relative_latency(df: pd.DataFrame) -> pd.DataFrame:
@@ -156,14 +162,19 @@ def relative_latency(df: pd.DataFrame) -> pd.DataFrame:
 
 def _flip(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> dict | None:
     """Best primitive of a and of b among the primitives both measured (None if < 2), with
-    each winner's margin over its runner-up; columns best_<name>, margin_<name>."""
+    each winner's margin over its runner-up and whether the two were apart (_best); columns
+    best_<name>, margin_<name>, separated_<name>."""
     common = sorted(set(a["primitive"]) & set(b["primitive"]))
     if len(common) < 2:
         return None
     best_a, best_b = (_best(x[x["primitive"].isin(common)]) for x in (a, b))
     return {"primitives": len(common), "flipped": best_a["best"] != best_b["best"],
-            f"best_{names[0]}": best_a["best"], f"margin_{names[0]}": best_a["margin"],
-            f"best_{names[1]}": best_b["best"], f"margin_{names[1]}": best_b["margin"]}
+            **{f"{column}_{name}": best[column] for name, best in zip(names, (best_a, best_b))
+               for column in ("best", "margin", "separated")}}
+
+
+def _sides(names: tuple[str, str]) -> list[str]:
+    return [f"{column}_{name}" for name in names for column in ("best", "margin", "separated")]
 
 
 def _flip_table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -183,8 +194,8 @@ def tuning_flips(df: pd.DataFrame) -> pd.DataFrame:
                 flip = _flip(u, tuned, ("untuned", "tuned"))
                 if flip:
                     rows.append(dict(zip(keys, k)) | {"tuned_codegen": codegen} | flip)
-    return _flip_table(rows, keys + ["tuned_codegen", "primitives", "flipped", "best_untuned",
-                                     "margin_untuned", "best_tuned", "margin_tuned"])
+    return _flip_table(rows, keys + ["tuned_codegen", "primitives", "flipped",
+                                     *_sides(("untuned", "tuned"))])
 
 
 def quantization_flips(df: pd.DataFrame) -> pd.DataFrame:
@@ -204,8 +215,7 @@ def quantization_flips(df: pd.DataFrame) -> pd.DataFrame:
                         "float32": fc, "quantized": qc,
                         "number_format": q["number_format"].iloc[0]} | flip)
     return _flip_table(rows, keys[:-1] + ["float32", "quantized", "number_format", "primitives",
-                                          "flipped", "best_float32", "margin_float32",
-                                          "best_quantized", "margin_quantized"])
+                                          "flipped", *_sides(("float32", "quantized"))])
 
 
 INT8_COLUMNS = ["status", *LAYERS, "eval_samples", "accuracy_float", "accuracy_torch",

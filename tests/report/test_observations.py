@@ -101,3 +101,34 @@ def test_a_speedup_flip_within_the_noise_is_no_hardware_dependence(tmp_path):
     o = checks(speedup_store(tmp_path / "f.sqlite", {"local": 1.10, "board": 0.93}))
     assert o["speedup_hardware"].verdict == obs.HOLDS
     assert "speedup on one, slowdown on another" in o["speedup_hardware"].statistic
+
+
+def flip_store(path, fastest_repeat: float):
+    """resnet18 on local: direct 2.0 / gemm 2.4 ms untuned, the other way round tuned; each
+    point's fastest repeat `fastest_repeat` x its median."""
+    from dlas.store.results import ResultsStore
+
+    store = ResultsStore(path)
+    medians = {("untuned", "direct-dense"): 2.0, ("untuned", "gemm-dense"): 2.4,
+               ("autoschedule", "direct-dense"): 2.4, ("autoschedule", "gemm-dense"): 2.0}
+    for (codegen, primitive), median in medians.items():
+        layers = dict(dataset="digits", model="resnet18", compression="none",
+                      primitive=primitive, codegen=codegen, hardware="local")
+        store.record(f"{codegen}-{primitive}", status="ok", layers=layers, config={},
+                     metrics=latency_metrics(median) | {
+                         "latency_ms_min": fastest_repeat * median, "accuracy_compiled": 0.9,
+                         "accuracy_torch": 0.9, "size_bytes": 1e6, "number_format": "float32"})
+    return path
+
+
+def test_a_flip_within_the_spread_is_not_enough(tmp_path):
+    """20 % apart by the medians: a flip when the runner-up never ran as fast as the winner's
+    median; when its fastest repeats did (a machine whose speed jumps between phases, medians
+    taken at different times), the flip is not told from noise."""
+    o = checks(flip_store(tmp_path / "apart.sqlite", 0.95))["tuning_flip"]
+    assert o.verdict == obs.HOLDS and "1 of the 1 clear" in o.statistic
+    assert o.table[["separated_untuned", "separated_tuned"]].values.tolist() == [[True, True]]
+    o = checks(flip_store(tmp_path / "spread.sqlite", 0.5))["tuning_flip"]
+    assert o.verdict == obs.NOT_ENOUGH and "0 of the 1 clear" in o.statistic
+    assert "remeasure=N" in o.statistic
+    assert o.table["margin_tuned"].tolist() == [pytest.approx(1.2)]
