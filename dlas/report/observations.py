@@ -133,8 +133,7 @@ def _flip_summary(flips: pd.DataFrame, what: str, a: str, b: str) -> tuple[str, 
     k = int(flips["flipped"].sum())
     clear = int((flips["flipped"] & (flips[f"margin_{a}"] >= CLEAR_MARGIN)
                  & (flips[f"margin_{b}"] >= CLEAR_MARGIN)
-                 & flips[f"separated_{a}"].astype(bool)
-                 & flips[f"separated_{b}"].astype(bool)).sum())
+                 & flips[f"separated_{a}"] & flips[f"separated_{b}"]).sum())
     verdict = HOLDS if clear else NOT_ENOUGH if k else DOES_NOT_HOLD
     text = (f"The fastest primitive differs in {k} of {len(flips)} {what}"
             + (f" ({clear} of the {k} clear: both winners ≥ {100 * (CLEAR_MARGIN - 1):.0f}% ahead "

@@ -134,8 +134,7 @@ def _best(group: pd.DataFrame) -> dict:
     return {"best": best["primitive"], "best_ms": best["latency_ms"],
             "runner_up": None if runner is None else runner["primitive"],
             "margin": None if runner is None else runner["latency_ms"] / best["latency_ms"],
-            "separated": runner is not None and bool(
-                runner.get("latency_ms_min", float("nan")) > best["latency_ms"]),
+            "separated": runner is not None and bool(runner["latency_ms_min"] > best["latency_ms"]),
             "primitives": len(ordered)}
 
 
